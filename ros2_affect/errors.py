@@ -1,0 +1,40 @@
+"""Narrow error classes. Every message names the value, what is accepted and the fix."""
+
+
+class AffectError(Exception):
+    """Base class of all errors raised by ros2_affect."""
+
+
+class ConfigError(AffectError, ValueError):
+    """A configuration value or key is invalid."""
+
+
+class AssetMissingError(AffectError, FileNotFoundError):
+    """A model file the package needs (detector, landmarks, affect model) is absent."""
+
+
+class ModelLoadError(AffectError):
+    """A model file exists but cannot be loaded (corrupt, wrong format, wrong version)."""
+
+
+class ModelContractError(ModelLoadError):
+    """A model's inputs, outputs or metadata do not follow the documented contract."""
+
+
+class BackendUnavailableError(AffectError):
+    """An inference backend cannot run here (library or device missing)."""
+
+
+class InvalidImageError(AffectError, ValueError):
+    """An input image is empty, of the wrong dtype, shape or encoding, or truncated."""
+
+
+class UnknownNameError(AffectError, KeyError):
+    """A registry lookup for a name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BagError(AffectError):
+    """A rosbag cannot be read or written as asked (missing topic, corrupt file)."""

@@ -1,0 +1,66 @@
+"""``ros2-affect``: the command-line entry point.
+
+Each subcommand lives in its own module under ``ros2_affect.tools`` and contributes an
+``add_parser(subparsers)`` function; modules are imported only when their command runs,
+so ``ros2-affect fetch-assets`` works before the heavier dependencies are usable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from ros2_affect.errors import AffectError
+
+#: subcommand -> module in ros2_affect.tools that defines it
+COMMANDS = {
+    "fetch-assets": "fetch_assets",
+    "run": "run",
+    "replay": "replay",
+    "make-bag": "make_bag",
+    "evaluate": "evaluate_bag",
+    "bench": "bench",
+    "build-engine": "build_engine",
+}
+
+
+def build_parser(argv: List[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ros2-affect", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
+    for command in COMMANDS:
+        if command in wanted:
+            try:
+                module = importlib.import_module(f"ros2_affect.tools.{COMMANDS[command]}")
+            except ImportError:
+                if len(wanted) == 1:
+                    raise
+                subparsers.add_parser(command, help="(unavailable: module not importable)")
+                continue
+            module.add_parser(subparsers)
+        else:
+            subparsers.add_parser(command)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AffectError as exc:
+        print(f"ros2-affect {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
