@@ -94,11 +94,14 @@ class AlignedFace:
         detection: the detection the crop was cut from.
         roll_deg: rotation that was removed (positive: the face was tilted
             counter-clockwise in the image).
+        affine_2x3: ``(2, 3)`` float64 matrix mapping source-image pixels to crop
+            pixels (so any image point, e.g. a landmark, can be located in the crop).
     """
 
     crop: np.ndarray
     detection: FaceDetection
     roll_deg: float
+    affine_2x3: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
