@@ -38,3 +38,7 @@ class UnknownNameError(AffectError, KeyError):
 
 class BagError(AffectError):
     """A rosbag cannot be read or written as asked (missing topic, corrupt file)."""
+
+
+class DatasetError(AffectError, ValueError):
+    """A training/evaluation dataset is missing, has an unexpected layout or bad records."""
