@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # affect_msgs definitions, so pip-installed tools can build message types (ros/msg_types.py)
+        (f"share/{PACKAGE}/msg", glob("affect_msgs/msg/*.msg")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -42,3 +42,7 @@ class BagError(AffectError):
 
 class DatasetError(AffectError, ValueError):
     """A training/evaluation dataset is missing, has an unexpected layout or bad records."""
+
+
+class InvalidCameraInfoError(AffectError, ValueError):
+    """A sensor_msgs/CameraInfo cannot be used (uncalibrated, unknown distortion model, other image size)."""
