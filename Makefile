@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OUT    ?= out/demo
 
-.PHONY: setup venv assets demo test lint colcon-build clean
+.PHONY: setup venv assets demo test test-compat lint clean
 
 ## setup: create the virtual environment, install pinned dependencies, provision model files
 setup: $(VENV)/.installed assets
@@ -29,9 +29,28 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 
+## test-compat: the runtime tests under Python 3.10 + numpy 1.x (Humble) and Python 3.12 (Jazzy)
+PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+COMPAT_TESTS ?= tests/core tests/backends tests/bags tests/ros tests/tools tests/test_layering.py
+
+.venv-py310/.installed: requirements/compat-py310-numpy1.txt
+	$(PY310) -m venv .venv-py310
+	.venv-py310/bin/python -m pip install --quiet -r requirements/compat-py310-numpy1.txt
+	touch $@
+
+.venv-py312/.installed: requirements/runtime.txt requirements/compat-py312.txt
+	$(PY312) -m venv .venv-py312
+	.venv-py312/bin/python -m pip install --quiet -r requirements/compat-py312.txt
+	touch $@
+
+test-compat: assets .venv-py310/.installed .venv-py312/.installed
+	PYTHONPATH=$(CURDIR) .venv-py310/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
+	PYTHONPATH=$(CURDIR) .venv-py312/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
+
 lint:
 	$(BIN)/ruff check ros2_affect training tests
 	$(BIN)/mypy ros2_affect
 
 clean:
-	rm -rf $(VENV) build install log out .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-py310 .venv-py312 build install log out .pytest_cache .mypy_cache
