@@ -1,0 +1,7 @@
+"""Rosbag2 I/O for the offline tools, without a ROS 2 installation (via ``rosbags``).
+
+- :mod:`~ros2_affect.bags.reader`: open sqlite3/MCAP bags, find image topics, iterate images.
+- :mod:`~ros2_affect.bags.writer`: write bags with the message definitions embedded.
+- :mod:`~ros2_affect.bags.labels`: ground-truth annotations (AFEW-VA, Aff-Wild2, CSV, bag topics).
+- :mod:`~ros2_affect.bags.alignment`: pair predictions with annotations by stamp or frame index.
+"""

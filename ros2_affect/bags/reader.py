@@ -1,0 +1,460 @@
+"""Reading rosbag2 bags (sqlite3 or MCAP) without a ROS 2 installation, via ``rosbags``.
+
+:class:`BagReader` opens a bag folder (``metadata.yaml`` + storage file) or a single
+``.db3`` / ``.mcap`` file, lists its topics, finds the image topics and yields their
+images (:class:`BagImage`, decoded lazily) with their stamps. Every failure of the
+storage layer (corrupt, truncated, missing files) becomes a
+:class:`~ros2_affect.errors.BagError` that names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+
+import numpy as np
+
+from ros2_affect.bags.labels import ANNOTATION_MSGTYPE, AnnotationSet, annotation_from_msg
+from ros2_affect.errors import AffectError, BagError
+
+LOG = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+T = TypeVar("T")
+
+RAW_IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_MSGTYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_MSGTYPES = (RAW_IMAGE_MSGTYPE, COMPRESSED_IMAGE_MSGTYPE)
+CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
+STORAGE_SUFFIXES = {".db3": "sqlite3", ".mcap": "mcap"}
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag: name, full message type, message count, and whether a
+    message definition is stored for it (needed to copy it into another bag)."""
+
+    name: str
+    msgtype: str
+    count: int
+    has_definition: bool = True
+
+    @property
+    def is_image(self) -> bool:
+        return self.msgtype in IMAGE_MSGTYPES
+
+    @property
+    def compressed(self) -> bool:
+        return self.msgtype == COMPRESSED_IMAGE_MSGTYPE
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One raw message: topic, type, bag receive time, CDR bytes and the connection
+    (its ``msgdef`` and ``digest`` let a writer copy the topic as is)."""
+
+    topic: str
+    msgtype: str
+    bag_time_ns: int
+    data: bytes
+    connection: Any
+
+
+@dataclass(frozen=True)
+class BagImage:
+    """One image message of a bag.
+
+    Attributes:
+        index: 0-based position of the message on its topic (in bag-time order).
+        topic, msgtype: where it came from; ``msgtype`` tells raw from compressed.
+        stamp_ns: the header stamp, or the bag receive time when the header stamp is 0
+            (``stamp_from_header`` False), so that every image has a usable time.
+        bag_time_ns: when the recorder received it.
+        frame_id: header frame id.
+        msg: the decoded message (rosbags dataclass: header, data, format / encoding...).
+        data: its serialized CDR bytes (for copying it into another bag).
+    """
+
+    index: int
+    topic: str
+    msgtype: str
+    stamp_ns: int
+    bag_time_ns: int
+    frame_id: str
+    stamp_from_header: bool
+    msg: Any
+    data: bytes
+
+    @property
+    def compressed(self) -> bool:
+        return self.msgtype == COMPRESSED_IMAGE_MSGTYPE
+
+    def to_rgb(self) -> np.ndarray:
+        """Decode to ``(H, W, 3)`` uint8 RGB.
+
+        Raises:
+            InvalidImageError: an unsupported encoding or undecodable data.
+        """
+        from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+
+        return compressed_msg_to_rgb(self.msg) if self.compressed else image_msg_to_rgb(self.msg)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def create_bag_typestore(distro: str = "humble") -> Any:
+    """A rosbags typestore with the distribution's messages and all affect_msgs types
+    (FaceAffect, FaceAffectArray, AffectAnnotation)."""
+    from ros2_affect.ros.msg_types import create_typestore
+
+    return create_typestore(distro)
+
+
+class BagReader:
+    """A rosbag2 bag opened for reading. Use as a context manager::
+
+        with BagReader("session/") as bag:
+            topic = bag.select_image_topic(None)
+            for image in bag.images(topic.name):
+                rgb = image.to_rgb()
+
+    Args:
+        path: a bag folder (with ``metadata.yaml``) or a ``.db3`` / ``.mcap`` file.
+        typestore: rosbags typestore used to decode messages; default
+            :func:`create_bag_typestore` (humble + affect_msgs). Types it lacks are
+            registered from the definitions stored in the bag.
+
+    Raises:
+        BagError: the path is not a readable bag (see :meth:`open`).
+    """
+
+    def __init__(self, path: PathLike, typestore: Any = None) -> None:
+        self.path = Path(path)
+        self._typestore = typestore
+        self._reader: Any = None
+        self._connections: List[Any] = []
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _guard(self, action: str, fn: Callable[[], T]) -> T:
+        """Run ``fn``; turn storage-layer exceptions into a BagError naming the bag."""
+        try:
+            return fn()
+        except AffectError:
+            raise
+        except Exception as exc:  # rosbags, sqlite (apsw), mcap, struct and OS errors alike
+            raise BagError(
+                f"bag {str(self.path)!r}: cannot {action}: {_describe_failure(exc)} ({type(exc).__name__}). "
+                "The bag is corrupt or truncated (an interrupted recording?); re-record or re-copy it, "
+                "or try `ros2 bag reindex` on a ROS 2 machine"
+            ) from None
+
+    def open(self) -> BagReader:
+        """Open the bag and read its topic list.
+
+        Raises:
+            BagError: the path does not exist, is a folder without ``metadata.yaml``, is not
+                a bag, or its storage cannot be read (corrupt or truncated).
+        """
+        if not self.path.exists():
+            raise BagError(f"bag {str(self.path)!r} does not exist; pass a bag folder or a .db3/.mcap file")
+        if self.path.is_dir():
+            if not (self.path / "metadata.yaml").is_file():
+                storage = sorted(p.name for p in self.path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+                hint = (
+                    f"; it holds {', '.join(storage)}: pass that file directly, or run `ros2 bag reindex` on it"
+                    if storage
+                    else "; it holds no .db3 or .mcap file either"
+                )
+                raise BagError(
+                    f"bag folder {str(self.path)!r} has no metadata.yaml, so it is not a complete rosbag2 bag{hint}"
+                )
+        elif self.path.suffix not in STORAGE_SUFFIXES:
+            raise BagError(
+                f"{str(self.path)!r} is not a bag: expected a bag folder (with metadata.yaml) or a "
+                f"{' / '.join(STORAGE_SUFFIXES)} file, got a {self.path.suffix or 'suffix-less'} file"
+            )
+        from rosbags.rosbag2 import Reader
+
+        def _open() -> Any:
+            reader = Reader(self.path)
+            reader.open()
+            return reader
+
+        self._reader = self._guard("open it", _open)
+        self._connections = list(self._reader.connections)
+        if self._typestore is None:
+            self._typestore = create_bag_typestore()
+        self._register_bag_types()
+        return self
+
+    def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            try:
+                reader.close()
+            except Exception as exc:  # closing a corrupt storage must not hide the first error
+                LOG.debug("closing %s failed: %s", self.path, exc)
+
+    def __enter__(self) -> BagReader:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _register_bag_types(self) -> None:
+        """Make types only known from the bag's stored definitions decodable."""
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+        from rosbags.typesys.base import TypesysError
+
+        for conn in self._connections:
+            if conn.msgtype in self._typestore.types or not conn.msgdef.data:
+                continue
+            try:
+                if conn.msgdef.data.startswith("=" * 80 + "\nIDL: "):
+                    types = get_types_from_idl(conn.msgdef.data)
+                else:
+                    types = get_types_from_msg(conn.msgdef.data, conn.msgtype)
+                self._typestore.register({k: v for k, v in types.items() if k not in self._typestore.types})
+            except (TypesysError, ValueError, KeyError) as exc:
+                LOG.warning(
+                    "%s: cannot parse the stored definition of %s (%s); it will not be decoded",
+                    self.path,
+                    conn.msgtype,
+                    exc,
+                )
+
+    # -- inspection -------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> Any:
+        if self._reader is None:
+            raise BagError(f"bag {str(self.path)!r} is not open; use `with BagReader(path) as bag:`")
+        return self._reader
+
+    @property
+    def typestore(self) -> Any:
+        return self._typestore
+
+    @property
+    def storage(self) -> str:
+        """ "sqlite3" or "mcap"."""
+        name = type(self.reader.storage).__name__
+        if name == "DirectoryReader":
+            return str(self.reader.storage.storages[0].__class__.__name__).replace("Reader", "").lower()
+        return name.replace("Reader", "").lower()
+
+    @property
+    def topics(self) -> Dict[str, TopicInfo]:
+        """Topic name -> :class:`TopicInfo`, sorted by name."""
+        out: Dict[str, TopicInfo] = {}
+        for conn in sorted(self._connections, key=lambda c: c.topic):
+            prev = out.get(conn.topic)
+            count = conn.msgcount + (prev.count if prev else 0)
+            out[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count, bool(conn.msgdef.data))
+        return out
+
+    def describe_topics(self) -> str:
+        """``"/a (sensor_msgs/msg/Image, 42 msgs), ..."`` for error messages."""
+        topics = self.topics.values()
+        return ", ".join(f"{t.name} ({t.msgtype}, {t.count} msgs)" for t in topics) or "(no topics)"
+
+    def image_topics(self) -> List[TopicInfo]:
+        return [t for t in self.topics.values() if t.is_image]
+
+    def topic(self, name: str) -> TopicInfo:
+        """The topic ``name``.
+
+        Raises:
+            BagError: no such topic; the message lists the bag's topics and their types.
+        """
+        topics = self.topics
+        if name not in topics:
+            # rosbag2 stores names as recorded; accept a missing or extra leading slash
+            alt = name[1:] if name.startswith("/") else "/" + name
+            if alt in topics:
+                return topics[alt]
+            raise BagError(f"bag {str(self.path)!r} has no topic {name!r}; topics present: {self.describe_topics()}")
+        return topics[name]
+
+    def select_image_topic(self, name: Optional[str] = None) -> TopicInfo:
+        """The image topic to process: ``name`` when given, else the bag's only one.
+
+        Raises:
+            BagError: ``name`` is missing or not an image topic; or ``name`` is None and the
+                bag has no or several image topics (all listed, with their types).
+        """
+        if name:
+            info = self.topic(name)
+            if not info.is_image:
+                raise BagError(
+                    f"topic {info.name!r} of bag {str(self.path)!r} has type {info.msgtype}, not an image "
+                    f"({' or '.join(IMAGE_MSGTYPES)}); image topics: "
+                    f"{', '.join(t.name for t in self.image_topics()) or '(none)'}"
+                )
+            return info
+        images = self.image_topics()
+        if len(images) == 1:
+            return images[0]
+        if not images:
+            raise BagError(
+                f"bag {str(self.path)!r} has no image topic ({' or '.join(IMAGE_MSGTYPES)}); "
+                f"topics present: {self.describe_topics()}"
+            )
+        raise BagError(
+            f"bag {str(self.path)!r} has {len(images)} image topics: "
+            f"{', '.join(f'{t.name} ({t.msgtype})' for t in images)}; choose one with --image-topic"
+        )
+
+    # -- iteration --------------------------------------------------------------------------
+
+    def messages(self, topics: Sequence[str] = ()) -> Iterator[BagMessage]:
+        """Raw messages of ``topics`` (all topics when empty) in bag-time order.
+
+        Raises:
+            BagError: a topic is missing, or the storage fails while reading.
+        """
+        names = {self.topic(t).name for t in topics}
+        conns = [c for c in self._connections if not names or c.topic in names]
+        if not conns:
+            return
+        iterator = self._guard("read its messages", lambda: iter(self.reader.messages(connections=conns)))
+        while True:
+            item = self._guard("read its messages", lambda: next(iterator, None))
+            if item is None:
+                return
+            conn, bag_time_ns, data = item
+            yield BagMessage(conn.topic, conn.msgtype, int(bag_time_ns), bytes(data), conn)
+
+    def decode(self, message: BagMessage) -> Any:
+        """Deserialize one message.
+
+        Raises:
+            BagError: the type is unknown (no stored definition) or the bytes do not decode.
+        """
+        if message.msgtype not in self._typestore.types:
+            raise BagError(
+                f"bag {str(self.path)!r}: cannot decode {message.msgtype} on {message.topic}: the type is not "
+                "known here and the bag stores no definition for it"
+            )
+        return self._guard(
+            f"decode a {message.msgtype} message on {message.topic} at t={message.bag_time_ns} ns",
+            lambda: self._typestore.deserialize_cdr(message.data, message.msgtype),
+        )
+
+    def images(self, topic: str) -> Iterator[BagImage]:
+        """The images of ``topic`` in bag-time order (see :class:`BagImage`).
+
+        Raises:
+            BagError: the topic is missing or not an image topic, or reading fails.
+        """
+        info = self.select_image_topic(topic)
+        for index, message in enumerate(self.messages([info.name])):
+            msg = self.decode(message)
+            header_ns = stamp_to_ns(msg.header.stamp)
+            yield BagImage(
+                index=index,
+                topic=message.topic,
+                msgtype=message.msgtype,
+                stamp_ns=header_ns if header_ns > 0 else message.bag_time_ns,
+                bag_time_ns=message.bag_time_ns,
+                frame_id=str(msg.header.frame_id),
+                stamp_from_header=header_ns > 0,
+                msg=msg,
+                data=message.data,
+            )
+
+    def annotation_topics(self) -> List[TopicInfo]:
+        return [t for t in self.topics.values() if t.msgtype == ANNOTATION_MSGTYPE]
+
+    def read_annotations(self, topic: Optional[str] = None) -> AnnotationSet:
+        """The annotations on ``topic`` (default: the bag's only annotation topic).
+
+        Raises:
+            BagError: no (or an ambiguous) annotation topic, or a wrong message type.
+        """
+        if topic:
+            info = self.topic(topic)
+            if info.msgtype != ANNOTATION_MSGTYPE:
+                raise BagError(
+                    f"topic {info.name!r} has type {info.msgtype}; a label topic has type {ANNOTATION_MSGTYPE}"
+                )
+        else:
+            found = self.annotation_topics()
+            if len(found) != 1:
+                raise BagError(
+                    f"bag {str(self.path)!r} has {len(found)} annotation topics ({ANNOTATION_MSGTYPE}): "
+                    f"{', '.join(t.name for t in found) or 'none'}; "
+                    + ("choose one with --label-topic" if found else "pass labels with --labels")
+                )
+            info = found[0]
+        annotations = []
+        for message in self.messages([info.name]):
+            annotations.append(annotation_from_msg(self.decode(message), f"{self.path} topic {info.name}"))
+        annotations.sort(key=lambda a: (a.stamp_ns or 0, a.face_id))
+        return AnnotationSet(tuple(annotations), f"topic {info.name} of {self.path}", "bag")
+
+
+def read_predictions(bag: BagReader, topic: Optional[str] = None) -> Tuple[str, List[Any]]:
+    """The ``affect_msgs/msg/FaceAffectArray`` messages of an open bag, as
+    :class:`~ros2_affect.bags.alignment.FramePrediction` in bag order.
+
+    Args:
+        topic: the topic; default ``/affect_node/faces`` when present, else the bag's only
+            FaceAffectArray topic.
+
+    Raises:
+        BagError: no (or an ambiguous) prediction topic, or a topic of another type.
+    """
+    from ros2_affect.bags.alignment import FramePrediction, face_prediction_from_msg
+    from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC
+
+    if topic:
+        info = bag.topic(topic)
+    else:
+        found = [t for t in bag.topics.values() if t.msgtype == FACE_AFFECT_ARRAY_MSGTYPE]
+        preferred = [t for t in found if t.name == FACES_TOPIC]
+        if preferred or len(found) == 1:
+            info = (preferred or found)[0]
+        else:
+            raise BagError(
+                f"bag {str(bag.path)!r} has {len(found)} {FACE_AFFECT_ARRAY_MSGTYPE} topics"
+                + (
+                    f" ({', '.join(t.name for t in found)}); choose one with --predictions-topic"
+                    if found
+                    else "; it holds no predictions: run `ros2-affect replay` on it first. "
+                    f"Topics: {bag.describe_topics()}"
+                )
+            )
+    if info.msgtype != FACE_AFFECT_ARRAY_MSGTYPE:
+        raise BagError(f"topic {info.name!r} has type {info.msgtype}; predictions are {FACE_AFFECT_ARRAY_MSGTYPE}")
+    frames = []
+    for index, message in enumerate(bag.messages([info.name])):
+        msg = bag.decode(message)
+        frames.append(
+            FramePrediction(
+                index=index,
+                stamp_ns=stamp_to_ns(msg.header.stamp),
+                bag_time_ns=message.bag_time_ns,
+                faces=tuple(face_prediction_from_msg(f) for f in msg.faces),
+                processing_latency_ms=float(msg.processing_latency_ms),
+            )
+        )
+    return info.name, frames
+
+
+def image_stamps(path: PathLike, topic: Optional[str] = None) -> Tuple[str, List[int]]:
+    """The image topic of a bag and the stamps of its images, in order (frame index -> stamp)."""
+    with BagReader(path) as bag:
+        info = bag.select_image_topic(topic)
+        return info.name, [image.stamp_ns for image in bag.images(info.name)]
