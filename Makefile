@@ -5,10 +5,14 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OUT    ?= out/demo
 
-.PHONY: setup venv assets demo test test-compat lint clean
+.PHONY: setup system-deps venv assets demo test test-compat lint clean
 
 ## setup: create the virtual environment, install pinned dependencies, provision model files
-setup: $(VENV)/.installed assets
+setup: system-deps $(VENV)/.installed assets
+
+## system-deps: Debian packages for the ROS-side checks (colcon, ROS 2 IDL parser); no-op when present
+system-deps:
+	scripts/install_system_deps.sh
 
 $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt requirements/constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
