@@ -14,7 +14,7 @@ wrong, instead of crashing or producing a shifted image. The final channel conve
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -39,6 +39,66 @@ COMPRESSED_FORMATS = ("jpeg", "png")
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: Largest CompressedImage accepted, in pixels (8192 x 8192, beyond any robot camera). The
+#: size is read from the JPEG/PNG header before decoding: a few KB claiming 20000x20000
+#: pixels would otherwise make OpenCV allocate and fill 1.2 GB (seconds of CPU, and an OOM
+#: kill on a small robot computer) before it notices that the data ends.
+MAX_COMPRESSED_PIXELS = 8192 * 8192
+
+#: JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(buf: np.ndarray) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` from the first SOF segment, or None when none precedes the scan."""
+    data = buf[:65536].tobytes()  # headers (incl. EXIF thumbnails) fit; stops at the scan anyway
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                return None
+            height = (data[i + 5] << 8) | data[i + 6]
+            width = (data[i + 7] << 8) | data[i + 8]
+            return width, height
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return None
+
+
+def _png_size(buf: np.ndarray) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` from the IHDR chunk (always the first), or None."""
+    head = buf[:24].tobytes()
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _check_header_size(buf: np.ndarray, kind: str, fmt: str) -> None:
+    size = _jpeg_size(buf) if kind == "JPEG" else _png_size(buf)
+    if size is None:
+        raise InvalidImageError(
+            f"CompressedImage ({fmt!r}, {buf.size} bytes) cannot be decoded: no {kind} "
+            f"{'frame header (SOF)' if kind == 'JPEG' else 'IHDR chunk'} before the image data; "
+            f"the data is corrupt or truncated"
+        )
+    width, height = size
+    if width < 1 or height < 1 or width * height > MAX_COMPRESSED_PIXELS:
+        raise InvalidImageError(
+            f"CompressedImage ({fmt!r}, {buf.size} bytes): {kind} header says {width}x{height} pixels; "
+            f"accepted are images of at least 1x1 and at most {MAX_COMPRESSED_PIXELS} pixels (8192x8192); "
+            f"the data is corrupt, or lower the camera resolution"
+        )
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -158,11 +218,14 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
             raise InvalidImageError(
                 f"CompressedImage JPEG of {buf.size} bytes has no end-of-image marker; the data is truncated"
             )
+        _check_header_size(buf, "JPEG", fmt)
     elif not head.startswith(_PNG_MAGIC):
         raise InvalidImageError(
             f"CompressedImage ({fmt!r}, {buf.size} bytes) is neither JPEG nor PNG data (starts with {head.hex()}); "
             f"expected JPEG or PNG bytes"
         )
+    else:
+        _check_header_size(buf, "PNG", fmt)
     try:
         decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
