@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from ros2_affect.config import AlignmentConfig
+from ros2_affect.core.alignment import align_face
 from ros2_affect.errors import DatasetError
 from training.data import labels
 from training.data.afew_va import AfewVaFrames, afew_va_sequences
 from training.data.affectnet import AffectNet, parse_landmarks
-from training.data.affwild2 import AffWild2Frames, affwild2_sequences, read_va_file
+from training.data.affwild2 import AffWild2Frames, affwild2_sequences, read_va_file, runtime_eye_finder
 from training.data.faces import sequence_windows
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -96,6 +97,22 @@ def test_afew_va_reads_real_clip(afew_clip_dir: Path, afew_annotation: dict) -> 
     assert len(AfewVaFrames(afew_clip_dir.parent, ALIGN, clips=["001"])) == 42
 
 
+def test_afew_va_crops_are_the_runtime_alignment_of_the_landmark_eyes(
+    afew_clip_dir: Path, afew_frames: List[np.ndarray], afew_eye_centres: np.ndarray
+) -> None:
+    ds = AfewVaFrames(afew_clip_dir, ALIGN)
+    for i in (0, 20, 41):
+        sample = ds[i]
+        assert sample.crop.shape == (48, 48, 1) and sample.crop.dtype == np.uint8
+        assert sample.va.tolist() == pytest.approx([0.0, 0.5]) and sample.expression == -1
+        expected, _ = align_face(afew_frames[i], afew_eye_centres[i], ds.landmarks[i].min(axis=0).tolist()
+                                 + ds.landmarks[i].max(axis=0).tolist(), ALIGN)
+        np.testing.assert_array_equal(sample.crop, expected)
+        # the eye order matters: swapped eyes give a different (upside-down) crop
+        swapped, _ = align_face(afew_frames[i], afew_eye_centres[i][::-1], None, ALIGN)
+        assert np.abs(sample.crop.astype(int) - swapped.astype(int)).mean() > 10
+
+
 def test_afew_va_sequences_cut_per_clip(afew_clip_dir: Path) -> None:
     # 42 frames (0..41), T=8, default hop 8: starts 0, 8, 16, 24, 32 (start 40 would need frame 47)
     seqs = afew_va_sequences(afew_clip_dir, ALIGN, length=8)
@@ -169,6 +186,25 @@ def test_affectnet_7_class(affectnet_images: Path) -> None:
     assert ds.keys == ["689/afew001_00000.jpg", "690/afew001_00003.jpg"]
     np.testing.assert_allclose(ds.boxes[0], [181, 95, 181 + 90, 95 + 161])
     assert ds.class_counts().tolist() == [0, 1, 0, 1, 0, 0, 0]
+
+
+def test_affectnet_crops_use_landmark_eyes_and_box(
+    affectnet_images: Path, afew_eye_centres: np.ndarray
+) -> None:
+    ds = AffectNet(FIXTURES / "affectnet" / "training.csv", affectnet_images, ALIGN)
+    sample = ds[0]
+    assert sample.expression == 1 and sample.key == "689/afew001_00000.jpg"
+    image = cv2.imread(str(affectnet_images / sample.key))[:, :, ::-1]
+    # landmarks in the CSV are rounded to 0.01 px
+    expected, _ = align_face(np.ascontiguousarray(image), afew_eye_centres[0], ds.boxes[0], ALIGN)
+    assert np.abs(sample.crop.astype(int) - expected.astype(int)).max() <= 1
+    # box mode uses the annotated face box
+    box_mode = AlignmentConfig(output_size_px=48, grayscale=True, eye_distance_ratio=0.0, margin=0.1)
+    ds_box = AffectNet(FIXTURES / "affectnet" / "training.csv", affectnet_images, box_mode)
+    expected, _ = align_face(np.ascontiguousarray(image), afew_eye_centres[0], ds.boxes[0], box_mode)
+    assert np.abs(ds_box[0].crop.astype(int) - expected.astype(int)).max() <= 1
+    images, expressions, va = ds.materialize()
+    assert images.shape == (2, 48, 48, 1) and expressions.tolist() == [1, 3]
 
 
 def test_affectnet_8_class_and_require_va(affectnet_images: Path) -> None:
@@ -294,3 +330,27 @@ def test_affwild2_resized_crops_are_the_provided_faces(affwild2_root: Path) -> N
     source = cv2.imread(str(affwild2_root / "cropped_aligned" / "video1" / "00002.jpg"))[:, :, ::-1]
     expected = cv2.resize(source, (64, 64), interpolation=cv2.INTER_AREA)
     assert np.abs(sample.crop.astype(int) - expected.astype(int)).max() == 0
+
+
+def test_affwild2_realign_with_the_runtime_eye_finder(
+    affwild2_root: Path, afew_annotation: dict
+) -> None:
+    finder = runtime_eye_finder()
+    ds = AffWild2Frames(affwild2_root, "train", ALIGN, task="joint", eye_finder=finder)
+    keys = sorted(afew_annotation["frames"])
+    for i in range(len(ds)):
+        frame = int(ds.frame_numbers[i])
+        path = affwild2_root / "cropped_aligned" / "video1" / f"{frame:05d}.jpg"
+        image = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+        face = finder(image)
+        assert face is not None and face.eyes_refined
+        # the found eyes agree with the AFEW annotation mapped into this 112x112 crop
+        lm = np.asarray(afew_annotation["frames"][keys[frame]]["landmarks"])
+        x0, y0 = max(0, int(lm[:, 0].min()) - 15), max(0, int(lm[:, 1].min()) - 20)
+        w = int(lm[:, 0].max()) + 15 - x0
+        h = int(lm[:, 1].max()) + 10 - y0
+        gt = (np.stack([lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)]) - [x0, y0]) * [112 / w, 112 / h]
+        iod = float(np.linalg.norm(gt[1] - gt[0]))
+        assert np.abs(face.eyes_px - gt).max() < 0.2 * iod
+        expected, _ = align_face(image, face.eyes_px, face.bbox_xyxy_px, ALIGN)
+        np.testing.assert_array_equal(ds[i].crop, expected)

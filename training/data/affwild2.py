@@ -279,6 +279,34 @@ class AffWild2Frames(FaceDataset):
         return align_crop(image, face.eyes_px, face.bbox_xyxy_px, self.alignment)
 
 
+def runtime_eye_finder(detector: Optional[object] = None, eye_locator: Optional[object] = None) -> EyeFinder:
+    """The robot's own face finder as an ``eye_finder``: BlazeFace, then Face Mesh eye
+    refinement; the largest face of the image, or None.
+
+    Args:
+        detector: a :class:`~ros2_affect.core.detection.MediaPipeFaceDetector` (default:
+            the default configuration).
+        eye_locator: a :class:`~ros2_affect.core.landmarks.FaceMeshEyeLocator` (default:
+            the default configuration); pass one built with ``enabled=False`` to skip refinement.
+    """
+    from ros2_affect.config import LandmarksConfig
+    from ros2_affect.core.detection import create_detector
+    from ros2_affect.core.landmarks import create_eye_locator
+
+    det = detector if detector is not None else create_detector()
+    loc = eye_locator if eye_locator is not None else create_eye_locator(LandmarksConfig())
+
+    def find(image: np.ndarray) -> Optional[FaceDetection]:
+        faces = det.detect(image)  # type: ignore[attr-defined]
+        if not faces:
+            return None
+        if loc is not None:
+            faces = loc.refine(image, faces[:1])  # type: ignore[attr-defined]
+        return faces[0]
+
+    return find
+
+
 def affwild2_sequences(
     root: PathLike,
     split: str,

@@ -125,8 +125,7 @@ def align_crop(
 
     eyes = np.asarray(eyes_px, dtype=np.float32).reshape(2, 2)
     bbox = np.asarray(bbox_xyxy_px, dtype=np.float32).reshape(4)
-    aligned = align_face(image, eyes, bbox, alignment)
-    crop = aligned.crop if hasattr(aligned, "crop") else aligned
+    crop, _roll = align_face(image, eyes, bbox, alignment)
     crop = np.asarray(crop)
     if crop.ndim == 2:
         crop = crop[:, :, None]
