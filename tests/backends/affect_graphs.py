@@ -4,7 +4,8 @@ Built with ``onnx.helper`` (no torch), seeded, so each call writes the same grap
 output depends on every input pixel or feature (dense layers), so the tests can tell
 frames, flips and sequence orders apart. Options break the contract on purpose
 (``input_name``, ``input_shape``, ``props``, ``drop_keys``) or make the graph emit NaN
-(``nan_when_dark``: logits + log(mean input), NaN for a crop darker than the mean).
+(``nan_when_dark``: logits + log(mean input), NaN for a crop darker than the mean) or
+valence/arousal outside -1..1 (``va_tanh=False``: the raw linear output).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def write_graph(
     props: Optional[Dict[str, str]] = None,
     drop_keys: Sequence[str] = (),
     nan_when_dark: bool = False,
+    va_tanh: bool = True,
     seed: int = 0,
 ) -> Path:
     """Write a contract graph for ``role`` (frame, encoder or sequence) to ``path``.
@@ -109,7 +111,7 @@ def write_graph(
         if with_va_output:
             nodes += [
                 helper.make_node("Gemm", ["flat", weight("va_w", width, 2), weight("va_b", 2)], ["va_pre"]),
-                helper.make_node("Tanh", ["va_pre"], ["valence_arousal"]),
+                helper.make_node("Tanh" if va_tanh else "Identity", ["va_pre"], ["valence_arousal"]),
             ]
             outputs.append(helper.make_tensor_value_info("valence_arousal", TensorProto.FLOAT, ["N", 2]))
     graph = helper.make_graph(nodes, f"test_{role}", [graph_input], outputs, initializer=inits)

@@ -1,0 +1,347 @@
+"""The affect model: expression probabilities and valence/arousal from aligned face crops.
+
+Wraps one *frame* graph, or a temporal pair of an *encoder* (run once per new crop) and a
+*sequence* head (run over the last T encoder features of each track), loaded through a
+backend from :mod:`ros2_affect.backends` by name; this module never imports torch or a
+backend library. Every estimate passes the same checks: softmax in float64, valence and
+arousal clipped to -1..1 (or derived from the probabilities for ``va_mode = "derived"``),
+and any non-finite output turns that face's estimate into ``None`` (counted in
+:attr:`AffectModel.rejected_outputs`) instead of being published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ros2_affect.assets import (
+    DEFAULT_ENCODER_MODEL,
+    DEFAULT_FRAME_MODEL,
+    DEFAULT_SEQUENCE_MODEL,
+    bundled_model_path,
+)
+from ros2_affect.backends import create_backend_with_fallback
+from ros2_affect.backends.base import InferenceSession, ModelMetadata
+from ros2_affect.config import ModelConfig
+from ros2_affect.core.preprocess import flip_horizontal, to_model_input
+from ros2_affect.core.types import AffectEstimate
+from ros2_affect.core.valence_arousal import check_mapping
+from ros2_affect.errors import AssetMissingError, ModelContractError
+
+LOG = logging.getLogger(__name__)
+
+#: At most one "rejected output" warning per this many seconds (a broken model would
+#: otherwise log once per face per frame).
+REJECT_LOG_PERIOD_S = 10.0
+
+
+def softmax64(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable: the row maximum is subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - np.max(z, axis=1, keepdims=True)
+    e = np.exp(z)
+    result: np.ndarray = e / np.sum(e, axis=1, keepdims=True)
+    return result
+
+
+def _check_pair(encoder: ModelMetadata, sequence: ModelMetadata, encoder_src: str, sequence_src: str) -> None:
+    """An encoder and a sequence head must come from the same export."""
+    pairs: List[Tuple[str, Any, Any]] = [
+        ("model_id", encoder.model_id, sequence.model_id),
+        ("feature_dim", encoder.feature_dim, sequence.feature_dim),
+        ("input_size", encoder.input_size, sequence.input_size),
+        ("channels", encoder.channels, sequence.channels),
+        ("mean", list(encoder.mean), list(sequence.mean)),
+        ("std", list(encoder.std), list(sequence.std)),
+    ]
+    if encoder.class_names:
+        pairs.append(("class_names", list(encoder.class_names), list(sequence.class_names)))
+    for key, enc_value, seq_value in pairs:
+        if enc_value != seq_value:
+            raise ModelContractError(
+                f"encoder {encoder_src} and sequence head {sequence_src} do not belong together: {key} is "
+                f"{enc_value!r} in the encoder but {seq_value!r} in the sequence head; configure the two files "
+                "of one export (model.encoder_model and model.sequence_model)"
+            )
+
+
+class AffectModel:
+    """A loaded frame model or encoder + sequence pair.
+
+    Build it with :func:`create_affect_model`, or from loaded sessions with
+    ``AffectModel(frame=...)`` / ``AffectModel(encoder=..., sequence=...)``.
+
+    Args:
+        frame: a loaded ``frame`` graph.
+        encoder, sequence: a loaded ``encoder`` and ``sequence`` graph of one export.
+        flip_average: also run the mirrored crops and average (probabilities and
+            valence/arousal for a frame model; encoder features for a temporal model).
+        max_batch: inputs larger than this are run in chunks (backends with a fixed
+            maximum batch, e.g. TensorRT profiles).
+
+    Raises:
+        ModelContractError: neither/both kinds given, a pair that does not match, or
+            derived valence/arousal requested for classes without coordinates.
+    """
+
+    def __init__(
+        self,
+        frame: Optional[InferenceSession] = None,
+        encoder: Optional[InferenceSession] = None,
+        sequence: Optional[InferenceSession] = None,
+        flip_average: bool = False,
+        max_batch: int = 8,
+    ) -> None:
+        temporal = encoder is not None or sequence is not None
+        if (frame is not None and temporal) or (frame is None and (encoder is None or sequence is None)):
+            raise ModelContractError(
+                "an affect model is one frame graph, or an encoder and a sequence graph; got "
+                f"frame={frame is not None}, encoder={encoder is not None}, sequence={sequence is not None}"
+            )
+        self._frame, self._encoder, self._sequence = frame, encoder, sequence
+        if encoder is not None and sequence is not None:
+            _check_pair(encoder.metadata, sequence.metadata, str(encoder.path), str(sequence.path))
+        self.flip_average = bool(flip_average)
+        self.max_batch = max(int(max_batch), 1)
+        head = self._head.metadata
+        self._va_coords: Optional[np.ndarray] = None
+        if head.va_derived:
+            try:
+                self._va_coords = check_mapping(head.class_names)
+            except ValueError as exc:
+                raise ModelContractError(f"{self._head.path}: va_mode is 'derived' but {exc}") from None
+        #: faces whose model output was not finite (their estimate was dropped).
+        self.rejected_outputs = 0
+        #: calls of the encoder graph (one per batch), for diagnostics and tests.
+        self.encoder_runs = 0
+        self._last_reject_log = -float("inf")
+
+    # -- description -----------------------------------------------------------------------
+
+    @property
+    def _input(self) -> InferenceSession:
+        """The graph that takes image crops."""
+        session = self._frame if self._frame is not None else self._encoder
+        assert session is not None
+        return session
+
+    @property
+    def _head(self) -> InferenceSession:
+        """The graph that outputs the logits."""
+        session = self._frame if self._frame is not None else self._sequence
+        assert session is not None
+        return session
+
+    @property
+    def kind(self) -> str:
+        return "frame" if self._frame is not None else "temporal"
+
+    @property
+    def input_size(self) -> int:
+        return self._input.metadata.input_size
+
+    @property
+    def channels(self) -> int:
+        return self._input.metadata.channels
+
+    @property
+    def mean(self) -> Tuple[float, ...]:
+        return self._input.metadata.mean
+
+    @property
+    def std(self) -> Tuple[float, ...]:
+        return self._input.metadata.std
+
+    @property
+    def sequence_length(self) -> int:
+        return self._head.metadata.sequence_length
+
+    @property
+    def feature_dim(self) -> int:
+        return self._input.metadata.feature_dim
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self._head.metadata.class_names
+
+    @property
+    def model_id(self) -> str:
+        return self._head.metadata.model_id
+
+    @property
+    def va_derived(self) -> bool:
+        return self._head.metadata.va_derived
+
+    @property
+    def alignment(self) -> Dict[str, Any]:
+        """The alignment settings the model was trained with (from its metadata)."""
+        return dict(self._input.metadata.alignment)
+
+    @property
+    def backend_name(self) -> str:
+        return self._input.backend_name
+
+    @property
+    def paths(self) -> Tuple[Path, ...]:
+        sessions = (self._frame,) if self._frame is not None else (self._encoder, self._sequence)
+        return tuple(s.path for s in sessions if s is not None)
+
+    def describe(self) -> str:
+        return (
+            f"{self.kind} model {self.model_id} ({', '.join(p.name for p in self.paths)}; {self.channels}x"
+            f"{self.input_size}x{self.input_size} input, classes {list(self.class_names)}, "
+            f"valence/arousal {'derived' if self.va_derived else 'regressed'}"
+            + (f", T={self.sequence_length}" if self.kind == "temporal" else "")
+            + f", backend {self.backend_name})"
+        )
+
+    # -- inference -------------------------------------------------------------------------
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        """``(N, S, S, C)`` uint8 crops -> ``(N, C, S, S)`` float32 model input."""
+        return to_model_input(crops, self.mean, self.std)
+
+    def predict_frames(self, crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        """Estimates for ``(N, S, S, C)`` uint8 crops with a frame model (one per crop)."""
+        if self._frame is None:
+            raise ModelContractError("predict_frames needs a frame model; this is a temporal model (use encode)")
+        x = self.preprocess(crops)
+        n = len(x)
+        if self.flip_average:
+            out = self._run(self._frame, np.concatenate([x, flip_horizontal(x)]))
+            probs = softmax64(out["logits"])
+            probs = (probs[:n] + probs[n:]) / 2
+            va = out.get("valence_arousal")
+            va = None if va is None else (va[:n].astype(np.float64) + va[n:]) / 2
+        else:
+            out = self._run(self._frame, x)
+            probs = softmax64(out["logits"])
+            va = out.get("valence_arousal")
+        return self._estimates(probs, va, np.ones(n, dtype=np.int64))
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        """``(N, S, S, C)`` uint8 crops -> ``(N, D)`` float32 encoder features (temporal model)."""
+        if self._encoder is None:
+            raise ModelContractError("encode needs a temporal model's encoder; this is a frame model")
+        x = self.preprocess(crops)
+        self.encoder_runs += 1
+        if self.flip_average:
+            n = len(x)
+            features = self._run(self._encoder, np.concatenate([x, flip_horizontal(x)]))["features"]
+            return np.ascontiguousarray((features[:n] + features[n:]) / 2, dtype=np.float32)
+        return self._run(self._encoder, x)["features"]
+
+    def predict_sequences(self, features: np.ndarray, lengths: Sequence[int]) -> List[Optional[AffectEstimate]]:
+        """Estimates for ``(N, T, D)`` feature sequences (oldest first) of a temporal model.
+
+        ``lengths`` (N) is the number of real frames in each sequence (reported as
+        ``frames_used``).
+        """
+        if self._sequence is None:
+            raise ModelContractError("predict_sequences needs a temporal model; this is a frame model")
+        out = self._run(self._sequence, features)
+        return self._estimates(softmax64(out["logits"]), out.get("valence_arousal"), np.asarray(lengths))
+
+    def close(self) -> None:
+        for session in (self._frame, self._encoder, self._sequence):
+            if session is not None:
+                session.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _run(self, session: InferenceSession, x: np.ndarray) -> Dict[str, np.ndarray]:
+        if len(x) <= self.max_batch:
+            return session.run(np.ascontiguousarray(x, dtype=np.float32))
+        parts = [session.run(np.ascontiguousarray(x[i : i + self.max_batch], dtype=np.float32))
+                 for i in range(0, len(x), self.max_batch)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _estimates(
+        self, probs: np.ndarray, va: Optional[np.ndarray], frames_used: np.ndarray
+    ) -> List[Optional[AffectEstimate]]:
+        if self._va_coords is not None:
+            va = probs @ self._va_coords  # NaN rows stay NaN and are rejected below
+        elif va is None:
+            raise ModelContractError(
+                f"{self._head.path}: va_mode is 'regressed' but the graph returned no valence_arousal"
+            )
+        va = np.asarray(va, dtype=np.float64)
+        finite = np.isfinite(probs).all(axis=1) & np.isfinite(va).all(axis=1)
+        results: List[Optional[AffectEstimate]] = []
+        for i in range(len(probs)):
+            if not finite[i]:
+                results.append(None)
+                continue
+            v, a = np.clip(va[i], -1.0, 1.0)
+            results.append(
+                AffectEstimate(
+                    class_names=self.class_names,
+                    probabilities=probs[i].astype(np.float32),
+                    valence=float(v),
+                    arousal=float(a),
+                    va_derived=self.va_derived,
+                    frames_used=int(frames_used[i]),
+                    model_id=self.model_id,
+                )
+            )
+        rejected = int(np.count_nonzero(~finite))
+        if rejected:
+            self.rejected_outputs += rejected
+            now = time.monotonic()
+            if now - self._last_reject_log >= REJECT_LOG_PERIOD_S:
+                self._last_reject_log = now
+                LOG.warning(
+                    "model %s returned non-finite values for %d face(s) (%d in total); their estimates were "
+                    "dropped. A model that does this often is broken: re-export or retrain it",
+                    self.model_id, rejected, self.rejected_outputs,
+                )
+        return results
+
+
+def _model_path(configured: str, default_name: str) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    try:
+        return bundled_model_path(default_name)
+    except AssetMissingError as exc:
+        raise AssetMissingError(
+            f"{exc}. The bundled models are added by training (python -m training.export); until then run "
+            "without affect estimation (model.kind: none, or `ros2-affect run ... --model-kind none`)"
+        ) from None
+
+
+def create_affect_model(config: ModelConfig, max_batch: int = 8) -> Optional[AffectModel]:
+    """Load the model that ``config`` describes, through the configured backend.
+
+    Empty model paths mean the defaults bundled in ``ros2_affect/models``. Returns
+    ``None`` for ``kind: none``.
+
+    Raises:
+        AssetMissingError: a model file is missing (the message says how to run without one).
+        ModelLoadError / ModelContractError: a file is not a valid contract model.
+        BackendUnavailableError: neither the backend nor its fallback can run here.
+    """
+    config.validate()
+    if config.kind == "none":
+        return None
+    backend = create_backend_with_fallback(
+        config.backend,
+        config.fallback_backend,
+        config.device,
+        config.threads,
+        LOG,
+        precision=config.precision,
+        engine_cache_dir=config.engine_cache_dir,
+    )
+    if config.kind == "frame":
+        frame = backend.load(_model_path(config.frame_model, DEFAULT_FRAME_MODEL), "frame", max_batch)
+        return AffectModel(frame=frame, flip_average=config.flip_average, max_batch=max_batch)
+    encoder_path = _model_path(config.encoder_model, DEFAULT_ENCODER_MODEL)
+    sequence_path = _model_path(config.sequence_model, DEFAULT_SEQUENCE_MODEL)
+    encoder = backend.load(encoder_path, "encoder", max_batch)
+    sequence = backend.load(sequence_path, "sequence", max_batch)
+    return AffectModel(encoder=encoder, sequence=sequence, flip_average=config.flip_average, max_batch=max_batch)

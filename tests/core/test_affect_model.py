@@ -1,0 +1,180 @@
+"""AffectModel on real face crops (AFEW-VA) with real contract graphs in ONNX Runtime."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from ros2_affect import assets
+from ros2_affect.backends import create_backend
+from ros2_affect.config import ModelConfig
+from ros2_affect.core.affect_model import AffectModel, create_affect_model
+from ros2_affect.core.preprocess import to_model_input
+from ros2_affect.core.types import CANONICAL_EXPRESSIONS, CONTEMPT
+from ros2_affect.core.valence_arousal import RUSSELL_MEHRABIAN_1977
+from ros2_affect.errors import AssetMissingError, ModelContractError
+from tests.backends.affect_graphs import write_graph
+
+
+@pytest.fixture(scope="module")
+def afew_crops(afew_frames: List[np.ndarray], afew_annotation: Dict) -> np.ndarray:
+    """(42, 48, 48, 1) uint8 grayscale face crops cut around the ground-truth landmarks."""
+    import cv2
+
+    crops = []
+    for frame, key in zip(afew_frames, sorted(afew_annotation["frames"]), strict=True):
+        lm = np.asarray(afew_annotation["frames"][key]["landmarks"])
+        (x1, y1), (x2, y2) = lm.min(axis=0).astype(int), lm.max(axis=0).astype(int)
+        face = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_RGB2GRAY)
+        crops.append(cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA)[:, :, None])
+    return np.stack(crops)
+
+
+def load(path: Path, role: str, max_batch: int = 8):  # type: ignore[no-untyped-def]
+    return create_backend("onnxruntime").load(path, role, max_batch)
+
+
+def test_frame_model_probabilities_and_va(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    path = write_graph(tmp_path / "frame.onnx", "frame", model_id="frame_test-1", alignment={"margin": 0.3})
+    model = AffectModel(frame=load(path, "frame"))
+    assert model.kind == "frame" and model.input_size == 48 and model.channels == 1
+    assert model.class_names == CANONICAL_EXPRESSIONS and model.model_id == "frame_test-1"
+    assert model.sequence_length == 1 and not model.va_derived and model.alignment == {"margin": 0.3}
+    crops = afew_crops[:6]
+    estimates = model.predict_frames(crops)
+    assert len(estimates) == 6 and all(e is not None for e in estimates)
+    # independent computation: the graph's raw outputs through scipy's softmax
+    raw = load(path, "frame").run(to_model_input(crops, (0.5,), (0.5,)))
+    for estimate, logits, va in zip(estimates, raw["logits"], raw["valence_arousal"], strict=True):
+        assert estimate is not None
+        np.testing.assert_allclose(estimate.probabilities, softmax(logits.astype(np.float64)), rtol=1e-6)
+        assert estimate.probabilities.dtype == np.float32
+        assert abs(float(estimate.probabilities.sum()) - 1.0) < 1e-6
+        assert estimate.valence == pytest.approx(float(va[0]), abs=1e-6)
+        assert estimate.arousal == pytest.approx(float(va[1]), abs=1e-6)
+        assert estimate.frames_used == 1 and estimate.model_id == "frame_test-1" and not estimate.va_derived
+    # different real faces give different outputs (the graph sees the pixels)
+    assert not np.allclose(estimates[0].probabilities, estimates[5].probabilities)
+
+
+def test_derived_va_is_the_expectation_over_the_classes(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    model = AffectModel(frame=load(write_graph(tmp_path / "d.onnx", "frame", va_mode="derived"), "frame"))
+    assert model.va_derived
+    coords = np.array([RUSSELL_MEHRABIAN_1977[c] for c in CANONICAL_EXPRESSIONS])
+    for estimate in model.predict_frames(afew_crops[:4]):
+        assert estimate is not None and estimate.va_derived
+        expected = estimate.probabilities.astype(np.float64) @ coords
+        assert (estimate.valence, estimate.arousal) == pytest.approx(tuple(expected), abs=1e-6)
+
+
+def test_regressed_va_is_clipped(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    path = write_graph(tmp_path / "wide.onnx", "frame", va_tanh=False, seed=3)
+    raw = load(path, "frame").run(to_model_input(afew_crops, (0.5,), (0.5,)))["valence_arousal"]
+    assert np.abs(raw).max() > 1, "the test graph should produce out-of-range values"
+    estimates = AffectModel(frame=load(path, "frame")).predict_frames(afew_crops)
+    values = np.array([[e.valence, e.arousal] for e in estimates if e is not None])
+    assert len(values) == len(afew_crops)
+    np.testing.assert_allclose(values, np.clip(raw, -1, 1), atol=1e-6)
+
+
+def test_non_finite_output_is_rejected_and_counted(
+    tmp_path: Path, afew_crops: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = AffectModel(frame=load(write_graph(tmp_path / "nan.onnx", "frame", nan_when_dark=True), "frame"))
+    black = np.zeros_like(afew_crops[:1])
+    white = np.full_like(afew_crops[:1], 255)
+    with caplog.at_level(logging.WARNING, logger="ros2_affect.core.affect_model"):
+        estimates = model.predict_frames(np.concatenate([white, black, white]))
+    assert estimates[0] is not None and estimates[2] is not None
+    assert estimates[1] is None
+    assert model.rejected_outputs == 1
+    assert "returned non-finite values for 1 face(s)" in caplog.text
+    model.predict_frames(np.concatenate([black, black]))
+    assert model.rejected_outputs == 3
+
+
+def test_flip_average_is_the_mean_of_both_views(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    path = write_graph(tmp_path / "f.onnx", "frame")
+    plain = AffectModel(frame=load(path, "frame"))
+    flipped = AffectModel(frame=load(path, "frame"), flip_average=True)
+    crops = afew_crops[:3]
+    a = plain.predict_frames(crops)
+    b = plain.predict_frames(np.ascontiguousarray(crops[:, :, ::-1]))
+    both = flipped.predict_frames(crops)
+    for ea, eb, e in zip(a, b, both, strict=True):
+        assert ea is not None and eb is not None and e is not None
+        np.testing.assert_allclose(e.probabilities, (ea.probabilities + eb.probabilities) / 2, atol=1e-6)
+        assert e.valence == pytest.approx((ea.valence + eb.valence) / 2, abs=1e-6)
+
+
+def test_batches_larger_than_max_batch_are_chunked(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    path = write_graph(tmp_path / "f.onnx", "frame")
+    one = AffectModel(frame=load(path, "frame"), max_batch=64).predict_frames(afew_crops)
+    chunked = AffectModel(frame=load(path, "frame"), max_batch=5).predict_frames(afew_crops)
+    for x, y in zip(one, chunked, strict=True):
+        assert x is not None and y is not None
+        np.testing.assert_allclose(x.probabilities, y.probabilities, atol=1e-6)
+
+
+def test_temporal_pair(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    encoder = load(write_graph(tmp_path / "e.onnx", "encoder", dim=16, model_id="rnn-1"), "encoder")
+    sequence = load(write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, model_id="rnn-1"), "sequence")
+    model = AffectModel(encoder=encoder, sequence=sequence)
+    assert model.kind == "temporal" and model.sequence_length == 4 and model.feature_dim == 16
+    assert model.model_id == "rnn-1"
+    features = model.encode(afew_crops[:4])
+    assert features.shape == (4, 16) and features.dtype == np.float32 and model.encoder_runs == 1
+    window = np.stack([features, features[[0, 0, 1, 2]]])  # two sequences, oldest first
+    estimates = model.predict_sequences(window, [4, 3])
+    assert [e.frames_used for e in estimates if e is not None] == [4, 3]
+    # the head sees the order of the frames
+    assert not np.allclose(estimates[0].probabilities, estimates[1].probabilities)
+    with pytest.raises(ModelContractError, match="predict_frames needs a frame model"):
+        model.predict_frames(afew_crops[:1])
+
+
+@pytest.mark.parametrize(
+    ("encoder_kwargs", "message"),
+    [
+        ({"model_id": "other-2"}, r"model_id is 'other-2' in the encoder but 'rnn-1' in the sequence head"),
+        ({"dim": 8}, r"feature_dim is 8 in the encoder but 16 in the sequence head"),
+        ({"size": 64}, r"input_size is 64 in the encoder but 48 in the sequence head"),
+    ],
+)
+def test_mismatched_encoder_and_sequence(tmp_path: Path, encoder_kwargs: Dict, message: str) -> None:
+    kwargs = {"model_id": "rnn-1", "dim": 16, **encoder_kwargs}
+    encoder = load(write_graph(tmp_path / "e.onnx", "encoder", **kwargs), "encoder")
+    sequence = load(write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, model_id="rnn-1"), "sequence")
+    with pytest.raises(ModelContractError, match=r"do not belong together: " + message):
+        AffectModel(encoder=encoder, sequence=sequence)
+
+
+def test_derived_va_needs_mapped_classes(tmp_path: Path) -> None:
+    classes = CANONICAL_EXPRESSIONS + (CONTEMPT,)
+    path = write_graph(tmp_path / "c.onnx", "frame", classes=classes, va_mode="derived")
+    with pytest.raises(ModelContractError, match=r"va_mode is 'derived' but no valence/arousal coordinates.*contempt"):
+        AffectModel(frame=load(path, "frame"))
+
+
+def test_create_affect_model_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert create_affect_model(ModelConfig(kind="none")) is None
+    frame = write_graph(tmp_path / "f.onnx", "frame")
+    model = create_affect_model(ModelConfig(kind="frame", frame_model=str(frame)), max_batch=4)
+    assert model is not None and model.kind == "frame" and model.backend_name == "onnxruntime"
+    encoder = write_graph(tmp_path / "e.onnx", "encoder")
+    sequence = write_graph(tmp_path / "s.onnx", "sequence")
+    config = ModelConfig(kind="temporal", encoder_model=str(encoder), sequence_model=str(sequence))
+    temporal = create_affect_model(config)
+    assert temporal is not None and temporal.kind == "temporal"
+    # empty paths mean the bundled models; without them the message says how to run without a model
+    monkeypatch.setattr(assets, "MODELS_DIR", tmp_path / "no_models")
+    missing = r"bundled model 'emotion_gcn_fer2013.onnx' is missing.*model.kind: none"
+    with pytest.raises(AssetMissingError, match=missing):
+        create_affect_model(ModelConfig(kind="frame"))
+    with pytest.raises(AssetMissingError, match=r"cnn_rnn_fer2013_encoder.onnx.*--model-kind none"):
+        create_affect_model(ModelConfig(kind="temporal"))
