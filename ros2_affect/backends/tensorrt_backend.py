@@ -652,9 +652,10 @@ class TensorRTSession(InferenceSession):
     backend_name = "tensorrt"
 
     def __init__(self, path: Path, metadata: ModelMetadata, trt: Any, engine: Any, runtime: Any,
-                 cuda: _Cuda, max_batch: int) -> None:
+                 cuda: _Cuda, max_batch: int, logger: Any = None) -> None:
         super().__init__(path, metadata)
-        self._trt, self._engine, self._runtime, self._cuda = trt, engine, runtime, cuda
+        # The runtime must outlive its engine, and the Python logger the runtime calls into.
+        self._trt, self._engine, self._runtime, self._cuda, self._logger = trt, engine, runtime, cuda, logger
         self.max_batch = max_batch
         self._input_name = INPUT_NAMES[metadata.role]
         self._input_tail = input_shape(metadata, 1)[1:]
@@ -709,6 +710,7 @@ class TensorRTSession(InferenceSession):
         self._stream = None
         self._engine = None
         self._runtime = None
+        self._logger = None
 
 
 def _io_names(engine: Any) -> List[str]:
@@ -832,7 +834,7 @@ class TensorRTBackend(InferenceBackend):
                 raise _StaleEngine(message)
             raise ModelLoadError(message)
         check_engine_io(_engine_io(trt, engine), meta, max_batch, source)
-        session = TensorRTSession(engine_path, meta, trt, engine, runtime, cuda, max_batch)
+        session = TensorRTSession(engine_path, meta, trt, engine, runtime, cuda, max_batch, logger)
         log.info("loaded TensorRT engine %s (%s, max %d faces, memory via %s)", engine_path.name, meta.role,
                  max_batch, cuda.kind)
         return session
