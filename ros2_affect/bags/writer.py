@@ -90,7 +90,8 @@ class BagWriter:
                     f"output path {str(self.path)!r} exists and is not a bag folder; "
                     "refusing to delete it with --overwrite"
                 )
-            shutil.rmtree(self.path)
+        # checked now (before a long run starts), deleted only when the new bag is opened
+        self._replace = overwrite and self.path.exists()
         if typestore is None:
             from ros2_affect.bags.reader import create_bag_typestore
 
@@ -103,6 +104,8 @@ class BagWriter:
     def open(self) -> BagWriter:
         from rosbags.rosbag2 import Writer
 
+        if self._replace and _looks_like_bag(self.path):
+            shutil.rmtree(self.path)
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=self._plugin)
             self._writer.open()
@@ -121,13 +124,14 @@ class BagWriter:
                 raise BagError(f"cannot finish bag {str(self.path)!r}: {exc}") from None
 
     def abort(self) -> None:
-        """Stop after an error; the partial bag is left without metadata.yaml."""
+        """Stop after an error and delete the partial bag (this writer created the folder)."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
             try:
                 writer.abort()
             except Exception as exc:
                 LOG.debug("aborting %s failed: %s", self.path, exc)
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> BagWriter:
         return self.open()
