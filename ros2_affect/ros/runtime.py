@@ -1,0 +1,116 @@
+"""Pure-Python parts of the node's run loop: the newest-frame slot and throttled problem logs.
+
+Kept out of :mod:`ros2_affect.ros.node` so they are tested without rclpy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Generic, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox between the subscription callback and the processing thread.
+
+    ``put`` never blocks and replaces an item that was not taken yet (counted as dropped),
+    so the worker always processes the newest image and latency cannot build up in a
+    queue when processing is slower than the camera.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Optional[T] = None
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; returns True when it replaced an untaken one (a dropped frame)."""
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout_s: Optional[float] = None) -> Optional[T]:
+        """Remove and return the item, waiting up to ``timeout_s``; None on timeout or when closed."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout_s)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        """Wake a waiting ``take`` (shutdown)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+@dataclass
+class _Problem:
+    count: int = 0
+    last_logged: float = float("-inf")
+    suppressed: int = 0
+
+
+class ProblemLog:
+    """One log line per distinct problem, then at most one per ``period_s`` with a count.
+
+    A camera sending a wrong encoding at 30 Hz must not flood the log, but a new kind of
+    problem must show up at once. Problems are keyed by a short category (e.g. the
+    exception class and encoding), not by the full message, whose numbers may vary.
+
+    Args:
+        emit: where lines go (the node passes its logger's ``warning``).
+        period_s: minimum time between two lines of the same problem.
+        clock: monotonic time source in seconds.
+    """
+
+    def __init__(
+        self, emit: Callable[[str], None], period_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._emit = emit
+        self._period = float(period_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._problems: Dict[str, _Problem] = {}
+
+    def report(self, key: str, message: str) -> bool:
+        """Count a problem; log it if it is new or its period has passed. Returns whether it logged."""
+        now = self._clock()
+        with self._lock:
+            problem = self._problems.setdefault(key, _Problem())
+            problem.count += 1
+            if now - problem.last_logged < self._period:
+                problem.suppressed += 1
+                return False
+            suffix = f" ({problem.suppressed} more since the last report)" if problem.suppressed else ""
+            problem.last_logged, problem.suppressed = now, 0
+        self._emit(message + suffix)
+        return True
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            return {key: p.count for key, p in self._problems.items()}
+
+
+def problem_key(exc: BaseException, *context: object) -> str:
+    """A stable category for an exception: its class plus the given context (e.g. encoding)."""
+    return ":".join([type(exc).__name__] + [str(c) for c in context])
+
+
+def sibling_topic(topic: str, name: str) -> str:
+    """The topic ``name`` in the same namespace as ``topic``: ("cam/image_raw", "camera_info") -> "cam/camera_info".
+
+    The image_transport convention: a camera's ``camera_info`` sits next to its image topic.
+    """
+    head, sep, _ = topic.rstrip("/").rpartition("/")
+    return f"{head}{sep}{name}" if sep else name
+
