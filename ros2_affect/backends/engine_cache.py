@@ -59,6 +59,12 @@ def sidecar_path(engine_path: Union[str, Path]) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
+def calibration_path(engine_path: Union[str, Path]) -> Path:
+    """``model.engine`` -> ``model.engine.calib`` (default INT8 calibration cache)."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".calib")
+
+
 @dataclass(frozen=True)
 class EngineKey:
     """Everything a built engine depends on.
@@ -273,10 +279,14 @@ class EngineCache:
         self.prune(protect=path)
         return path
 
-    def remove(self, engine_path: Union[str, Path]) -> None:
-        """Delete an engine and its sidecar (missing files are fine)."""
-        Path(engine_path).unlink(missing_ok=True)
+    def remove(self, engine_path: Union[str, Path], keep_calibration: bool = False) -> None:
+        """Delete an engine, its sidecar and (unless ``keep_calibration``) its INT8
+        calibration cache ``<engine>.calib`` (missing files are fine)."""
+        engine_path = Path(engine_path)
+        engine_path.unlink(missing_ok=True)
         sidecar_path(engine_path).unlink(missing_ok=True)
+        if not keep_calibration:
+            calibration_path(engine_path).unlink(missing_ok=True)
 
     def entries(self) -> List[Path]:
         """Engine files in the cache, most recently used first."""

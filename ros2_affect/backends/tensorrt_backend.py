@@ -59,6 +59,7 @@ from ros2_affect.backends.engine_cache import (
     EngineKey,
     EngineSidecar,
     _atomic_write,
+    calibration_path,
     make_key,
     read_sidecar,
     write_sidecar,
@@ -340,7 +341,8 @@ class _Cuda:
 
     def _check(self, result: Any, what: str) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(getattr(err, "value", err)) != 0:  # cudaError_t; 0 is cudaSuccess
+        code: Any = getattr(err, "value", err)
+        if int(code) != 0:  # cudaError_t; 0 is cudaSuccess
             raise BackendUnavailableError(f"no CUDA GPU usable: {what} returned {err}")
         return rest[0] if len(rest) == 1 else (rest or None)
 
@@ -501,7 +503,8 @@ def _make_calibrator(trt: Any, cuda: _Cuda, batches: Optional[np.ndarray], batch
             return [self.buffer.device_ptr]
 
         def read_calibration_cache(self) -> Optional[bytes]:
-            if cache_path.is_file():
+            # Explicit images always recalibrate (and overwrite the cache); else reuse it.
+            if batches is None and cache_path.is_file():
                 log.info("using INT8 calibration cache %s", cache_path)
                 return cache_path.read_bytes()
             return None
@@ -568,7 +571,7 @@ def build_engine(
             f"only); build with --precision fp32, or convert the ONNX file to FP16 with NVIDIA ModelOpt AutoCast and "
             f"build that with --precision fp32 (see docs/tensorrt.md)"
         )
-    calib_path = Path(calibration_cache) if calibration_cache else engine_path.with_name(engine_path.name + ".calib")
+    calib_path = Path(calibration_cache) if calibration_cache else calibration_path(engine_path)
     batches: Optional[np.ndarray] = None
     if effective == "int8":
         if calibration_images is not None:
@@ -618,7 +621,9 @@ def build_engine(
             log.warning("this GPU has no fast INT8; TensorRT may choose float kernels anyway")
         config.set_flag(trt.BuilderFlag.INT8)
         calib_batch = opt_batch(max_batch)
-        config.int8_calibrator = _make_calibrator(trt, cuda, batches, calib_batch, calib_path)
+        # Kept in a local until the build is done: the config does not own the Python object.
+        calibrator = _make_calibrator(trt, cuda, batches, calib_batch, calib_path)
+        config.int8_calibrator = calibrator
         # Calibration with dynamic shapes runs at one fixed shape: the calibration profile's.
         calib_profile = builder.create_optimization_profile()
         fixed = input_shape(meta, calib_batch)
@@ -790,14 +795,14 @@ class TensorRTBackend(InferenceBackend):
             return self._load_engine(trt, cuda, engine_path, expected_role, max_batch, from_cache=True)
         except _StaleEngine as exc:
             log.warning("cached engine %s is unusable (%s); rebuilding it", engine_path, exc)
-            self.cache.remove(engine_path)
+            self.cache.remove(engine_path, keep_calibration=True)
             engine_path = self._build_into_cache(path, key, max_batch)
             return self._load_engine(trt, cuda, engine_path, expected_role, max_batch, from_cache=False)
 
     def _build_into_cache(self, onnx_path: Path, key: EngineKey, max_batch: int) -> Path:
         if self.precision == "int8" and read_onnx_metadata(onnx_path).role != "sequence":
             target = self.cache.path_for(key, onnx_path.stem)
-            if not target.with_name(target.name + ".calib").is_file():
+            if not calibration_path(target).is_file():
                 raise ModelLoadError(
                     f"no int8 engine for {onnx_path} in {self.cache.directory}; int8 engines need calibration images, "
                     f"so build it ahead: `ros2-affect build-engine {onnx_path} --precision int8 --calib DIR "

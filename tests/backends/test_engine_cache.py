@@ -13,6 +13,7 @@ from ros2_affect.backends.engine_cache import (
     EngineCache,
     EngineKey,
     EngineSidecar,
+    calibration_path,
     default_cache_dir,
     engine_path_for,
     make_key,
@@ -179,3 +180,14 @@ def test_remove_and_empty_cache(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path / "absent")
     assert cache.entries() == [] and cache.prune() == []
     cache.remove(tmp_path / "absent" / "x.engine")  # missing files are fine
+
+
+def test_remove_deletes_the_calibration_cache_unless_kept(onnx_path: Path, tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    path = cache.store(b"x", _key(onnx_path, precision="int8"), "frame", {})
+    calibration_path(path).write_bytes(b"scales")
+    assert calibration_path(path) == tmp_path / (path.name + ".calib")
+    cache.remove(path, keep_calibration=True)  # stale engine rebuilt from the same scales
+    assert not path.exists() and calibration_path(path).exists()
+    cache.remove(path)
+    assert not calibration_path(path).exists()
