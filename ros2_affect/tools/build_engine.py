@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "build-engine",
         help="build TensorRT engines for the affect models (Jetson / NVIDIA GPU)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Build TensorRT engines for the affect models ahead of time (see docs/tensorrt.md).",
     )
     parser.add_argument("models", nargs="*", type=Path, metavar="MODEL.onnx",
                         help="ONNX models to build (default: the models --config selects)")
