@@ -11,14 +11,7 @@ import pytest
 
 from ros2_affect.bags.reader import BagReader, image_stamps
 from ros2_affect.errors import BagError
-
-THIRD_PARTY_BAGS = {
-    # name: (storage, image topic, image size (w, h), images)
-    "ros2_aruco_images_mcap": ("mcap", "/raspicam_node/image/compressed", (1280, 960), 1),
-    "ros2_aruco_images_sqlite3": ("sqlite3", "/raspicam_node/image/compressed", (1280, 960), 1),
-    "ros2_aruco_marker_sqlite3": ("sqlite3", "/raspicam_node/image/compressed", (1280, 720), 1),
-    "ros2_fiducial_board_611_sqlite3": ("sqlite3", "raspicam_node/camera/image/compressed", (1280, 720), 1),
-}
+from tests.bags.helpers import THIRD_PARTY_BAGS
 
 
 def _writable_copy(src: Path, dst: Path) -> Path:

@@ -1,0 +1,308 @@
+"""``ros2-affect replay``: run the node's pipeline over a bag's images, write its output to a bag.
+
+The same parameter file as the node (``config/affect.yaml``, or ``--config``), the same
+models, tracker and message builder (:func:`ros2_affect.ros.messages.build_face_affect_array`),
+run in bag time: each image's header stamp (the bag receive time when the header stamp
+is 0) is the frame's stamp, and the ``affect_msgs/msg/FaceAffectArray`` is written on
+``/affect_node/faces`` (the node's ``~/faces``) with the source image's header and at
+the image's bag receive time. Raw (``sensor_msgs/Image``) and compressed topics are told
+apart by their message type.
+
+Deterministic: the tracker's id seed is fixed (``--seed``), so the same bag and settings
+give the same messages, byte for byte, except ``processing_latency_ms``, which is the
+measured wall time of each frame; ``--latency zero`` writes 0 there to make whole
+messages reproducible.
+
+With ``--copy-input`` every input topic (images, camera info, annotation topics...) is
+copied verbatim into the output bag, so it alone feeds ``ros2-affect evaluate`` and
+``ros2 bag play``. With ``use_camera_info: true`` in the parameter file the latest
+``camera_info`` of the image's camera gives every face its viewing ray, as in the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagImage, BagReader, create_bag_typestore, stamp_to_ns
+from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC, STORAGES, BagWriter
+from ros2_affect.config import (
+    PipelineConfig,
+    flatten,
+    load_parameter_file,
+    load_pipeline_config,
+    pipeline_config_from_dict,
+)
+from ros2_affect.errors import BagError, ConfigError, InvalidImageError
+
+LOG = logging.getLogger(__name__)
+
+LATENCY_MODES = ("measured", "zero")
+#: Tracker id seed used by replays unless told otherwise (any fixed value makes runs repeatable).
+DEFAULT_SEED = 0
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` did."""
+
+    out: Path
+    image_topic: str
+    compressed: bool
+    images: int = 0
+    arrays: int = 0
+    faces: int = 0
+    frames_with_faces: int = 0
+    skipped: List[str] = field(default_factory=list)
+    copied: Dict[str, int] = field(default_factory=dict)
+    stamps_from_bag_time: int = 0
+    processing_ms: List[float] = field(default_factory=list)
+
+
+def config_with_overrides(config_path: Optional[Path], overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Load the pipeline settings of a parameter file and apply ``KEY=VALUE`` overrides.
+
+    Values are parsed as YAML scalars (``model.kind=none``, ``detector.min_score=0.6``).
+
+    Raises:
+        ConfigError: a malformed override, an unknown key or an invalid value.
+    """
+    config = load_pipeline_config(config_path)
+    if not overrides:
+        return config
+    values = flatten(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set model.kind=none)")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: {raw!r} is not a valid value") from None
+    return pipeline_config_from_dict(values)
+
+
+def _camera_info_topic(bag: BagReader, image_topic: str) -> Optional[str]:
+    """The CameraInfo topic of an image topic's camera (``.../camera_info`` beside it)."""
+    infos = [t.name for t in bag.topics.values() if t.msgtype == CAMERA_INFO_MSGTYPE]
+    parts = image_topic.rstrip("/").split("/")
+    # /cam/image_raw -> /cam/camera_info; /cam/image_raw/compressed -> /cam/camera_info too
+    for depth in range(len(parts) - 1, 0, -1):
+        candidate = "/".join(parts[:depth] + ["camera_info"])
+        if candidate in infos:
+            return candidate
+    return infos[0] if len(infos) == 1 else None
+
+
+def replay(
+    in_bag: Path,
+    out_bag: Path,
+    image_topic: Optional[str] = None,
+    config: Optional[PipelineConfig] = None,
+    config_path: Optional[Path] = None,
+    copy_input: bool = False,
+    storage: Optional[str] = None,
+    latency: str = "measured",
+    faces_topic: str = FACES_TOPIC,
+    seed: Optional[int] = DEFAULT_SEED,
+    use_camera_info: Optional[bool] = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> ReplayResult:
+    """Replay ``in_bag`` through the pipeline into ``out_bag`` (see the module docstring).
+
+    Args:
+        config: pipeline settings; default: those of ``config_path`` (default: the
+            packaged ``config/affect.yaml``).
+        storage: "sqlite3" or "mcap"; default: the input bag's.
+        seed: tracker id seed; None: fresh ids every run (as the node).
+        use_camera_info: default: the parameter file's ``use_camera_info``.
+
+    Raises:
+        BagError: unreadable input, missing/ambiguous image topic, existing output.
+        ConfigError, AssetMissingError, ModelLoadError: bad settings or models.
+    """
+    from ros2_affect.core.pipeline import create_pipeline
+    from ros2_affect.core.types import Frame
+    from ros2_affect.ros.messages import build_face_affect_array, rosbags_message_types
+
+    if latency not in LATENCY_MODES:
+        raise ConfigError(f"--latency {latency!r} is not accepted; choose one of {', '.join(LATENCY_MODES)}")
+    if storage is not None and storage not in STORAGES:
+        raise BagError(f"--storage {storage!r} is not accepted; choose one of {', '.join(STORAGES)}")
+    if config is None:
+        config = load_pipeline_config(config_path)
+    if use_camera_info is None:
+        from ros2_affect.assets import default_config_path
+
+        params = load_parameter_file(config_path if config_path is not None else default_config_path())
+        use_camera_info = bool(params.get("use_camera_info", False))
+
+    store = create_bag_typestore()
+    msg_types = rosbags_message_types(store)
+    with BagReader(in_bag, typestore=store) as bag:
+        info = bag.select_image_topic(image_topic)
+        if faces_topic in bag.topics:
+            raise BagError(
+                f"input bag {str(in_bag)!r} already has {faces_topic!r} ({bag.topics[faces_topic].msgtype}); "
+                "it is an output of the node or of replay. Replay the original recording, or pass --faces-topic"
+            )
+        info_topic = _camera_info_topic(bag, info.name) if use_camera_info else None
+        if use_camera_info and info_topic is None:
+            LOG.warning("use_camera_info is set but %s has no camera_info topic for %s", in_bag, info.name)
+        result = ReplayResult(Path(out_bag), info.name, info.compressed)
+        copy = sorted(bag.topics) if copy_input else []
+        read = sorted(set(copy) | {info.name} | ({info_topic} if info_topic else set()))
+        writer = BagWriter(out_bag, storage=storage or bag.storage, typestore=store, overwrite=overwrite)
+        pipeline = create_pipeline(config, tracker_seed=seed)
+        bar: Any = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=info.count, unit="img", desc="replay")
+        try:
+            with writer:
+                writer.add_topic(faces_topic, FACE_AFFECT_ARRAY_MSGTYPE)
+                for topic in list(copy):
+                    conn = next(c for c in bag.reader.connections if c.topic == topic)
+                    if conn.msgdef.data and conn.digest:
+                        writer.add_topic(topic, conn.msgtype, msgdef=conn.msgdef.data, digest=conn.digest)
+                    elif conn.msgtype in store.types:
+                        writer.add_topic(topic, conn.msgtype)
+                    else:
+                        LOG.warning("not copying %s (%s): no message definition for it", topic, conn.msgtype)
+                        copy.remove(topic)
+                camera_info: Any = None
+                last_stamp: Optional[int] = None
+                index = -1
+                for message in bag.messages(read):
+                    if message.topic in copy:
+                        writer.write_raw(message.topic, message.bag_time_ns, message.data)
+                        result.copied[message.topic] = result.copied.get(message.topic, 0) + 1
+                    if message.topic == info_topic:
+                        camera_info = bag.decode(message)
+                        continue
+                    if message.topic != info.name:
+                        continue
+                    index += 1
+                    if bar is not None:
+                        bar.update(1)
+                    msg = bag.decode(message)
+                    header_ns = stamp_to_ns(msg.header.stamp)
+                    stamp_ns = header_ns if header_ns > 0 else message.bag_time_ns
+                    result.images += 1
+                    try:
+                        rgb = BagImage(
+                            index,
+                            info.name,
+                            info.msgtype,
+                            stamp_ns,
+                            message.bag_time_ns,
+                            str(msg.header.frame_id),
+                            header_ns > 0,
+                            msg,
+                            message.data,
+                        ).to_rgb()
+                    except InvalidImageError as exc:
+                        LOG.warning("skipping image %d of %s (t=%d ns): %s", index, info.name, stamp_ns, exc)
+                        result.skipped.append(f"{index}: {exc}")
+                        continue
+                    if last_stamp is not None and stamp_ns < last_stamp:
+                        LOG.warning("image stamps go back in time at image %d; restarting the tracks", index)
+                        pipeline.reset()
+                    last_stamp = stamp_ns
+                    frame_result = pipeline.process(Frame(rgb, stamp_ns, str(msg.header.frame_id)))
+                    if header_ns == 0:
+                        result.stamps_from_bag_time += 1
+                    array = build_face_affect_array(
+                        frame_result,
+                        msg.header if header_ns > 0 else None,  # the header as is: bit-exact stamps
+                        msg_types,
+                        camera_info=camera_info,
+                        latency_ms=0.0 if latency == "zero" else None,
+                    )
+                    writer.write(faces_topic, message.bag_time_ns, array)
+                    result.arrays += 1
+                    result.faces += len(frame_result.faces)
+                    result.frames_with_faces += bool(frame_result.faces)
+                    result.processing_ms.append(float(frame_result.stage_ms.get("total", 0.0)))
+        finally:
+            pipeline.close()
+            if bar is not None:
+                bar.close()
+    if result.stamps_from_bag_time:
+        LOG.warning(
+            "%d of %d images had a zero header stamp; their bag receive time was used instead",
+            result.stamps_from_bag_time,
+            result.images,
+        )
+    return result
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "replay",
+        help="run the node's pipeline over a bag's images and write FaceAffectArray to an output bag",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bag", type=Path, help="input bag (folder, or a .db3/.mcap file)")
+    parser.add_argument("--out", type=Path, required=True, help="output bag folder to create")
+    parser.add_argument("--image-topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
+    parser.add_argument("--config", type=Path, help="parameter file (default: the packaged config/affect.yaml)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a pipeline parameter, e.g. --set model.kind=none (repeatable)",
+    )
+    parser.add_argument("--copy-input", action="store_true", help="copy every input topic into the output bag")
+    parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
+    parser.add_argument(
+        "--latency",
+        choices=LATENCY_MODES,
+        default="measured",
+        help="processing_latency_ms: the measured time, or 0 for byte-reproducible messages",
+    )
+    parser.add_argument("--faces-topic", default=FACES_TOPIC, help=f"output topic (default {FACES_TOPIC})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="tracker id seed (repeatable ids)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_with_overrides(args.config, args.set)
+    result = replay(
+        args.bag,
+        args.out,
+        image_topic=args.image_topic,
+        config=config,
+        config_path=args.config,
+        copy_input=args.copy_input,
+        storage=args.storage,
+        latency=args.latency,
+        faces_topic=args.faces_topic,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    kind = "compressed" if result.compressed else "raw"
+    line = (
+        f"wrote {result.out}: {result.arrays} FaceAffectArray on {args.faces_topic} for {result.images} {kind} images "
+        f"of {result.image_topic}; {result.frames_with_faces} with faces ({result.faces} faces)"
+    )
+    if result.skipped:
+        line += f"; skipped {len(result.skipped)} undecodable images"
+    if result.copied:
+        line += f"; copied {len(result.copied)} input topics"
+    print(line)
+    return 0
