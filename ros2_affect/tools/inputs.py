@@ -1,0 +1,290 @@
+"""Frame sources for the command-line tools: video files, images, image folders, cameras, the sample.
+
+:func:`open_input` picks a source for an INPUT argument by trying :data:`INPUT_KINDS` in
+order; each entry is ``(kind, matches(spec) -> bool, open(spec, options) -> InputSource)``.
+Another source (e.g. a rosbag) is added by inserting an entry into that table before
+the generic ones. Every source yields :class:`InputFrame` tuples
+``(index, stamp_ns, image, name)`` with ``image`` as ``(H, W, 3)`` uint8 RGB.
+
+The ``sample`` input is a synthetic 30-frame clip (15 fps, 640x480) made from one
+public-domain photograph, ``ros2_affect/data/astronaut.jpg`` (NASA; see
+``ros2_affect/data/README.md``): the camera slowly pans, zooms in and rocks by up to 8
+degrees, so detection, eye alignment, tracking and the temporal model all have work to
+do, with one face that must keep one id.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from ros2_affect.errors import ConfigError, InvalidImageError
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+SAMPLE_IMAGE = "astronaut.jpg"
+SAMPLE_FRAMES = 30
+SAMPLE_FPS = 15.0
+SAMPLE_SIZE_WH = (640, 480)
+INPUT_HINT = "pass a video file, an image file, a folder of images, a camera index (0, 1, ...) or the word 'sample'"
+
+
+class InputFrame(NamedTuple):
+    """One frame of an input: its position, stamp, RGB pixels and a name for outputs."""
+
+    index: int
+    stamp_ns: int
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    name: str
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    fps: float = 25.0  #: frame rate for stamps when the source has none (folders, videos without timing).
+    max_frames: Optional[int] = None  #: stop after this many frames.
+
+
+class InputSource:
+    """Frames from one input. Iterate it once; ``close()`` releases devices and files.
+
+    Attributes:
+        kind: "video", "camera", "image", "folder", "sample" (or a kind added to the table).
+        name: a short name for the input (file or folder name).
+        fps: nominal frame rate (for output video).
+        is_sequence: True when frames form a clip (write a video), False for a set of
+            independent images (write images).
+        length: number of frames when known (for progress bars), else None.
+        skipped: frames that could not be read (logged and skipped).
+    """
+
+    def __init__(self, kind: str, name: str, fps: float, is_sequence: bool, length: Optional[int],
+                 frames: Callable[[InputSource], Iterator[InputFrame]], close: Optional[Callable[[], None]] = None):
+        self.kind = kind
+        self.name = name
+        self.fps = fps
+        self.is_sequence = is_sequence
+        self.length = length
+        self.skipped = 0
+        self._frames = frames
+        self._close = close
+
+    def __iter__(self) -> Iterator[InputFrame]:
+        return self._frames(self)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> InputSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        InvalidImageError: the file is not a decodable image.
+    """
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise InvalidImageError(f"{path} is not a readable image (OpenCV could not decode it); check the file")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _limit(options: InputOptions, length: Optional[int]) -> Optional[int]:
+    if options.max_frames is None:
+        return length
+    return options.max_frames if length is None else min(length, options.max_frames)
+
+
+# -- image files and folders ------------------------------------------------------------------
+
+
+def _is_image(spec: str) -> bool:
+    return Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_folder(spec: str) -> bool:
+    return Path(spec).is_dir()
+
+
+def _image_files(paths: List[Path], options: InputOptions, kind: str, name: str) -> InputSource:
+    period_ns = int(round(1e9 / options.fps))
+    paths = paths[: _limit(options, len(paths))]
+
+    def frames(source: InputSource) -> Iterator[InputFrame]:
+        for index, path in enumerate(paths):
+            try:
+                image = read_image_rgb(path)
+            except InvalidImageError as exc:
+                source.skipped += 1
+                LOG.warning("skipping %s", exc)
+                continue
+            yield InputFrame(index, index * period_ns, image, path.stem)
+
+    return InputSource(kind, name, options.fps, False, len(paths), frames)
+
+
+def open_image(spec: str, options: InputOptions) -> InputSource:
+    path = Path(spec)
+    return _image_files([path], options, "image", path.stem)
+
+
+def open_folder(spec: str, options: InputOptions) -> InputSource:
+    folder = Path(spec)
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ConfigError(f"folder {str(folder)!r} has no images ({', '.join(IMAGE_SUFFIXES)}); {INPUT_HINT}")
+    return _image_files(paths, options, "folder", folder.name or str(folder))
+
+
+# -- videos and cameras -----------------------------------------------------------------------
+
+
+def _is_video(spec: str) -> bool:
+    return Path(spec).is_file() and Path(spec).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_camera(spec: str) -> bool:
+    return spec.isdigit()
+
+
+def _capture(cap: Any, kind: str, name: str, options: InputOptions, live: bool) -> InputSource:
+    """Frames of an open ``cv2.VideoCapture``."""
+    import cv2
+
+    reported_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    fps = reported_fps if math.isfinite(reported_fps) and 1.0 <= reported_fps <= 1000.0 else options.fps
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not live else 0
+    period_ns = int(round(1e9 / fps))
+
+    def frames(source: InputSource) -> Iterator[InputFrame]:
+        last_stamp = -1
+        index = 0
+        while options.max_frames is None or index < options.max_frames:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            if live:
+                stamp = time.time_ns()  # capture time, as a camera driver would stamp it
+            else:
+                # The container's presentation time; some backends report 0 for every frame,
+                # so fall back to index / fps whenever it does not advance.
+                msec = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+                stamp = int(round(msec * 1e6)) if math.isfinite(msec) else -1
+                if stamp <= last_stamp:
+                    stamp = index * period_ns if index * period_ns > last_stamp else last_stamp + period_ns
+            last_stamp = stamp
+            image = np.ascontiguousarray(bgr[:, :, ::-1]) if bgr.ndim == 3 else np.repeat(bgr[:, :, None], 3, 2)
+            yield InputFrame(index, stamp, image, f"{name}_{index:06d}")
+            index += 1
+
+    return InputSource(kind, name, fps, True, _limit(options, count or None), frames, cap.release)
+
+
+def open_video(spec: str, options: InputOptions) -> InputSource:
+    import cv2
+
+    cap = cv2.VideoCapture(str(spec))
+    if not cap.isOpened():
+        cap.release()
+        raise ConfigError(f"cannot open video {spec!r} (OpenCV has no decoder for it, or the file is damaged)")
+    return _capture(cap, "video", Path(spec).stem, options, live=False)
+
+
+def open_camera(spec: str, options: InputOptions) -> InputSource:
+    import cv2
+
+    cap = cv2.VideoCapture(int(spec))
+    if not cap.isOpened():
+        cap.release()
+        raise ConfigError(f"cannot open camera {spec} (no such device, or it is busy); {INPUT_HINT}")
+    return _capture(cap, "camera", f"camera{spec}", options, live=True)
+
+
+# -- the bundled sample -----------------------------------------------------------------------
+
+
+def sample_path() -> Path:
+    return DATA_DIR / SAMPLE_IMAGE
+
+
+def sample_frame(photo: np.ndarray, t: float, size_wh: Tuple[int, int] = SAMPLE_SIZE_WH) -> np.ndarray:
+    """One frame of the sample clip at time ``t`` in 0..1: pan, zoom and roll of ``photo``."""
+    import cv2
+
+    width, height = size_wh
+    face_centre = (225.0, 130.0)  # in the 512x512 photograph
+    scale = 0.9 + 0.3 * t
+    angle = 8.0 * math.sin(2 * math.pi * t)
+    target = (width * (0.35 + 0.2 * t), height * (0.42 - 0.08 * t))
+    matrix = cv2.getRotationMatrix2D(face_centre, angle, scale)
+    matrix[:, 2] += np.array(target) - np.array(face_centre)
+    frame: np.ndarray = cv2.warpAffine(
+        photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(40, 40, 40)
+    )
+    return frame
+
+
+def open_sample(spec: str, options: InputOptions) -> InputSource:
+    path = sample_path()
+    if not path.is_file():
+        raise ConfigError(f"the sample image {path} is missing from the installation; reinstall ros2_affect")
+    photo = read_image_rgb(path)
+    count = _limit(options, SAMPLE_FRAMES) or SAMPLE_FRAMES
+    period_ns = int(round(1e9 / SAMPLE_FPS))
+
+    def frames(source: InputSource) -> Iterator[InputFrame]:
+        for index in range(count):
+            t = index / (SAMPLE_FRAMES - 1)
+            yield InputFrame(index, index * period_ns, sample_frame(photo, t), f"sample_{index:03d}")
+
+    return InputSource("sample", "sample", SAMPLE_FPS, True, count, frames)
+
+
+#: (kind, matches INPUT, opens it), tried in order. Insert new kinds before "folder"
+#: when they are directories (a rosbag is a folder).
+INPUT_KINDS: List[Tuple[str, Callable[[str], bool], Callable[[str, InputOptions], InputSource]]] = [
+    ("sample", lambda spec: spec == "sample", open_sample),
+    ("camera", _is_camera, open_camera),
+    ("image", _is_image, open_image),
+    ("video", _is_video, open_video),
+    ("folder", _is_folder, open_folder),
+]
+
+
+def open_input(spec: str, options: Optional[InputOptions] = None) -> InputSource:
+    """Open INPUT (see :data:`INPUT_KINDS`).
+
+    Raises:
+        ConfigError: INPUT does not exist or is of no supported kind; the message lists
+            the accepted kinds.
+    """
+    options = options or InputOptions()
+    if options.fps <= 0 or not math.isfinite(options.fps):
+        raise ConfigError(f"--fps = {options.fps} is not accepted; pass a frame rate > 0")
+    for _kind, matches, opener in INPUT_KINDS:
+        if matches(spec):
+            return opener(spec, options)
+    path = Path(spec)
+    if not path.exists():
+        raise ConfigError(f"input {spec!r} does not exist; {INPUT_HINT}")
+    raise ConfigError(
+        f"input {spec!r} is not a supported file (image suffixes {', '.join(IMAGE_SUFFIXES)}; video suffixes "
+        f"{', '.join(VIDEO_SUFFIXES)}); {INPUT_HINT}"
+    )
