@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -235,7 +235,9 @@ class AffectModel:
             return np.ascontiguousarray((features[:n] + features[n:]) / 2, dtype=np.float32)
         return self._run(self._encoder, x)["features"]
 
-    def predict_sequences(self, features: np.ndarray, lengths: Sequence[int]) -> List[Optional[AffectEstimate]]:
+    def predict_sequences(
+        self, features: np.ndarray, lengths: Union[Sequence[int], np.ndarray]
+    ) -> List[Optional[AffectEstimate]]:
         """Estimates for ``(N, T, D)`` feature sequences (oldest first) of a temporal model.
 
         ``lengths`` (N) is the number of real frames in each sequence (reported as

@@ -63,7 +63,7 @@ def annotate(image_rgb: np.ndarray, result: FrameResult) -> np.ndarray:
     """
     import cv2
 
-    canvas = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    canvas: np.ndarray = np.array(image_rgb, dtype=np.uint8, order="C", copy=True)
     scale = _scale_for(canvas)
     thickness = max(1, int(round(2 * scale)))
     font = cv2.FONT_HERSHEY_SIMPLEX

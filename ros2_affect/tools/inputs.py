@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -38,13 +38,20 @@ SAMPLE_SIZE_WH = (640, 480)
 INPUT_HINT = "pass a video file, an image file, a folder of images, a camera index (0, 1, ...) or the word 'sample'"
 
 
-class InputFrame(NamedTuple):
-    """One frame of an input: its position, stamp, RGB pixels and a name for outputs."""
+@dataclass(frozen=True)
+class InputFrame:
+    """One frame of an input: its position, stamp, RGB pixels and a name for outputs.
+
+    Unpacks like a tuple: ``index, stamp_ns, image, name = frame``.
+    """
 
     index: int
     stamp_ns: int
     image: np.ndarray  # (H, W, 3) uint8 RGB
     name: str
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.index, self.stamp_ns, self.image, self.name))
 
 
 @dataclass(frozen=True)
