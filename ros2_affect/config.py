@@ -60,13 +60,17 @@ class AlignmentConfig:
     """Eye-levelled face crops."""
 
     margin: float = 0.25  #: extra border around the face box, as a fraction of its size.
-    eye_distance_ratio: float = 0.0  #: >0: scale so the eyes are this fraction of the crop apart (box ignored).
+    #: >0: scale so the eyes are this fraction of the crop apart (box ignored). 0.37 and
+    #: eye_y 0.39 are FER2013's medians (see ros2_affect/core/alignment.py).
+    eye_distance_ratio: float = 0.37
+    eye_y: float = 0.39  #: with eye_distance_ratio > 0: height of the eye midpoint, fraction of the crop from the top.
     output_size_px: int = 48  #: crop side; overridden by the model's metadata when a model is loaded.
     grayscale: bool = True  #: overridden by the model's metadata when a model is loaded.
 
     def validate(self) -> None:
         _check_range("alignment.margin", self.margin, 0.0, 1.0)
         _check_range("alignment.eye_distance_ratio", self.eye_distance_ratio, 0.0, 0.9)
+        _check_range("alignment.eye_y", self.eye_y, 0.1, 0.9)
         _check_range("alignment.output_size_px", self.output_size_px, 8, 512)
 
 
@@ -136,7 +140,7 @@ class PipelineConfig:
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
-    def validate(self) -> "PipelineConfig":
+    def validate(self) -> PipelineConfig:
         for f in fields(self):
             getattr(self, f.name).validate()
         return self
