@@ -110,8 +110,7 @@ def asset_path(name: str, verify: bool = False) -> Path:
         if candidate.is_file():
             if verify and sha256_of(candidate) != spec.sha256:
                 raise ModelLoadError(
-                    f"{candidate} does not match the expected SHA-256 {spec.sha256}; "
-                    f"delete it and {FETCH_HINT}"
+                    f"{candidate} does not match the expected SHA-256 {spec.sha256}; delete it and {FETCH_HINT}"
                 )
             return candidate
     searched = ", ".join(str(d) for d in asset_dirs())

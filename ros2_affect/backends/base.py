@@ -65,7 +65,11 @@ REQUIRED_KEYS = (
     "va_mode",
 )
 INPUT_NAMES = {"frame": "image", "encoder": "image", "sequence": "features"}
-OUTPUT_NAMES = {"frame": ("logits", "valence_arousal"), "encoder": ("features",), "sequence": ("logits", "valence_arousal")}
+OUTPUT_NAMES = {
+    "frame": ("logits", "valence_arousal"),
+    "encoder": ("features",),
+    "sequence": ("logits", "valence_arousal"),
+}
 
 
 @dataclass(frozen=True)
@@ -109,14 +113,14 @@ class ModelMetadata:
         return {METADATA_PREFIX + k: v for k, v in props.items()}
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], source: str) -> "ModelMetadata":
+    def from_props(cls, props: Mapping[str, str], source: str) -> ModelMetadata:
         """Parse ``metadata_props``.
 
         Raises:
             ModelContractError: a key is missing or a value is malformed; the message
                 names ``source`` (the model file), the key and the bad value.
         """
-        values = {k[len(METADATA_PREFIX):]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
+        values = {k[len(METADATA_PREFIX) :]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
         missing = [k for k in REQUIRED_KEYS if k not in values]
         if missing:
             raise ModelContractError(
@@ -134,9 +138,13 @@ class ModelMetadata:
             try:
                 value = json.loads(raw) if kind in (list, dict) else kind(raw)
             except (ValueError, TypeError):
-                raise ModelContractError(f"{source}: metadata {METADATA_PREFIX}{key} = {raw!r} is not a valid {kind.__name__}") from None
+                raise ModelContractError(
+                    f"{source}: metadata {METADATA_PREFIX}{key} = {raw!r} is not a valid {kind.__name__}"
+                ) from None
             if kind in (list, dict) and not isinstance(value, kind):
-                raise ModelContractError(f"{source}: metadata {METADATA_PREFIX}{key} = {raw!r} is not a JSON {kind.__name__}")
+                raise ModelContractError(
+                    f"{source}: metadata {METADATA_PREFIX}{key} = {raw!r} is not a JSON {kind.__name__}"
+                )
             return value
 
         role = values["role"]
@@ -202,7 +210,7 @@ class InferenceSession(ABC):
             The graph's outputs by name (see :data:`OUTPUT_NAMES`), float32, first axis N.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most sessions hold nothing to release
         """Release the backend's resources (idempotent)."""
 
 

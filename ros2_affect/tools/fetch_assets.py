@@ -25,7 +25,7 @@ from ros2_affect.errors import AssetMissingError, ModelLoadError
 _FALLBACK_PLATFORM = ["--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp"]
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("fetch-assets", help="provision the face detection/landmark models (setup step)")
     parser.add_argument("--wheel", type=Path, help="use this mediapipe 0.10.21 wheel instead of pip download")
     parser.add_argument("--dest", type=Path, default=None, help="target folder (default: the package's assets/)")
