@@ -122,12 +122,13 @@ class FaceMeshEyeLocator:
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or tuple(inputs[0]["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3):
             raise ModelContractError(
-                f"{self.model_path} has inputs {[tuple(d['shape']) for d in inputs]}; expected one (1, 192, 192, 3)"
+                f"{self.model_path} has inputs {[tuple(int(v) for v in d['shape']) for d in inputs]}; "
+                "expected one (1, 192, 192, 3)"
             )
         by_size = {int(np.prod(d["shape"])): d["index"] for d in outputs}
         if NUM_LANDMARKS * 3 not in by_size or 1 not in by_size:
             raise ModelContractError(
-                f"{self.model_path} has outputs {[tuple(d['shape']) for d in outputs]}; "
+                f"{self.model_path} has outputs {[tuple(int(v) for v in d['shape']) for d in outputs]}; "
                 f"expected 1404 landmark values and 1 face-presence score"
             )
         self._input_index = inputs[0]["index"]
