@@ -39,6 +39,25 @@ def _storage_plugin(storage: str) -> Any:
     return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
 
 
+def node_qos(depth: int = 10) -> Any:
+    """The QoS the node's publishers offer (rclpy's default for ``create_publisher(..., depth)``):
+    reliable, volatile, keep last ``depth``. Recorded so ``ros2 bag play`` publishes alike."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    unspecified = QosTime(sec=0, nsec=0)  # RMW_DURATION_UNSPECIFIED: the middleware default
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=depth,
+        reliability=QosReliability.RELIABLE,
+        durability=QosDurability.VOLATILE,
+        deadline=unspecified,
+        lifespan=unspecified,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=unspecified,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
 def storage_file(path: PathLike) -> Path:
     """The single ``.db3``/``.mcap`` file of a bag folder written by :class:`BagWriter`."""
     files = sorted(p for p in Path(path).iterdir() if p.suffix in (".db3", ".mcap"))
@@ -148,9 +167,17 @@ class BagWriter:
             raise BagError(f"bag {str(self.path)!r} is not open for writing; use `with BagWriter(...) as bag:`")
         return self._writer
 
-    def add_topic(self, topic: str, msgtype: str, msgdef: Optional[str] = None, digest: Optional[str] = None) -> None:
+    def add_topic(
+        self,
+        topic: str,
+        msgtype: str,
+        msgdef: Optional[str] = None,
+        digest: Optional[str] = None,
+        qos: Sequence[Any] = (),
+    ) -> None:
         """Declare a topic. Its definition comes from ``msgdef``/``digest`` (copying a topic
-        from another bag) or else from the typestore.
+        from another bag) or else from the typestore. ``qos``: the offered QoS profiles to
+        record (rosbags ``Qos``; e.g. :func:`node_qos`, or those of a copied topic).
 
         Raises:
             BagError: the topic exists already, or the type is unknown and no definition given.
@@ -159,14 +186,18 @@ class BagWriter:
             raise BagError(f"topic {topic!r} is added twice to bag {str(self.path)!r}")
         try:
             if msgdef and digest:
-                conn = self.writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest)
+                conn = self.writer.add_connection(
+                    topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=list(qos)
+                )
             else:
                 if msgtype not in self.typestore.types:
                     raise BagError(
                         f"cannot write {msgtype} on {topic!r}: the type is unknown to the typestore and no "
                         "message definition was given"
                     )
-                conn = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+                conn = self.writer.add_connection(
+                    topic, msgtype, typestore=self.typestore, offered_qos_profiles=list(qos)
+                )
         except AffectError:
             raise
         except Exception as exc:
@@ -228,6 +259,22 @@ def annotation_msg(typestore: Any, annotation: Annotation, stamp_ns: int, frame_
     )
 
 
+def add_copied_topic(writer: BagWriter, connection: Any) -> bool:
+    """Declare a topic of another bag (a rosbags connection) with its stored definition and
+    QoS. Returns False, with a warning, when neither the bag nor the typestore defines it."""
+    qos = getattr(connection.ext, "offered_qos_profiles", ())
+    if connection.msgdef.data and connection.digest:
+        writer.add_topic(connection.topic, connection.msgtype, connection.msgdef.data, connection.digest, qos)
+    elif connection.msgtype in writer.typestore.types:
+        writer.add_topic(connection.topic, connection.msgtype, qos=qos)
+    else:
+        LOG.warning(
+            "not copying %s (%s): the input bag stores no definition for it", connection.topic, connection.msgtype
+        )
+        return False
+    return True
+
+
 def copy_topics(reader: Any, writer: BagWriter, topics: Sequence[str]) -> Dict[str, int]:
     """Copy ``topics`` of an open :class:`~ros2_affect.bags.reader.BagReader` verbatim
     (same bytes, same bag times, the stored definitions) into ``writer``.
@@ -242,14 +289,8 @@ def copy_topics(reader: Any, writer: BagWriter, topics: Sequence[str]) -> Dict[s
         conn = conns[info.name]
         if writer.has_topic(info.name):
             continue
-        if conn.msgdef.data and conn.digest:
-            writer.add_topic(info.name, info.msgtype, msgdef=conn.msgdef.data, digest=conn.digest)
-        elif info.msgtype in writer.typestore.types:
-            writer.add_topic(info.name, info.msgtype)
-        else:
-            LOG.warning("not copying %s (%s): the input bag stores no definition for it", info.name, info.msgtype)
-            continue
-        copied[info.name] = 0
+        if add_copied_topic(writer, conn):
+            copied[info.name] = 0
     for message in reader.messages(list(copied)):
         writer.write_raw(message.topic, message.bag_time_ns, message.data)
         copied[message.topic] += 1

@@ -30,7 +30,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagImage, BagReader, create_bag_typestore, stamp_to_ns
-from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC, STORAGES, BagWriter
+from ros2_affect.bags.writer import (
+    FACE_AFFECT_ARRAY_MSGTYPE,
+    FACES_TOPIC,
+    STORAGES,
+    BagWriter,
+    add_copied_topic,
+    node_qos,
+)
 from ros2_affect.config import (
     PipelineConfig,
     flatten,
@@ -167,15 +174,10 @@ def replay(
             bar = tqdm(total=info.count, unit="img", desc="replay")
         try:
             with writer:
-                writer.add_topic(faces_topic, FACE_AFFECT_ARRAY_MSGTYPE)
+                writer.add_topic(faces_topic, FACE_AFFECT_ARRAY_MSGTYPE, qos=[node_qos()])
                 for topic in list(copy):
                     conn = next(c for c in bag.reader.connections if c.topic == topic)
-                    if conn.msgdef.data and conn.digest:
-                        writer.add_topic(topic, conn.msgtype, msgdef=conn.msgdef.data, digest=conn.digest)
-                    elif conn.msgtype in store.types:
-                        writer.add_topic(topic, conn.msgtype)
-                    else:
-                        LOG.warning("not copying %s (%s): no message definition for it", topic, conn.msgtype)
+                    if not add_copied_topic(writer, conn):
                         copy.remove(topic)
                 camera_info: Any = None
                 last_stamp: Optional[int] = None

@@ -7,6 +7,7 @@ from typing import Any, List, Tuple
 
 import numpy as np
 import pytest
+import yaml
 
 from ros2_affect.bags.reader import BagReader, create_bag_typestore
 from ros2_affect.bags.writer import FACES_TOPIC, BagWriter, copy_topics, storage_file
@@ -73,6 +74,12 @@ def test_afew_replay_tracks_one_face_with_model_output_at_the_image_stamps(afew_
         x1, y1, x2, y2 = face.bbox_xyxy_px
         assert x1 < face.right_eye_px[0] < face.left_eye_px[0] < x2 and y1 < face.right_eye_px[1] < y2
     assert len(track_ids) == 1  # one person, one id for the whole clip
+    # recorded with the QoS the node offers (reliable, volatile, keep last 10), for `ros2 bag play`
+    meta = yaml.safe_load((afew_out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    (faces,) = [t for t in meta["topics_with_message_count"] if t["topic_metadata"]["name"] == FACES_TOPIC]
+    assert faces["topic_metadata"]["type"] == "affect_msgs/msg/FaceAffectArray" and faces["message_count"] == 42
+    (qos,) = yaml.safe_load(faces["topic_metadata"]["offered_qos_profiles"])
+    assert (qos["history"], qos["depth"], qos["reliability"], qos["durability"]) == (1, 10, 1, 2)
     assert not arrays[0].faces[0].track_confirmed and arrays[1].faces[0].track_confirmed  # min_hits 2
     assert len({round(float(a.faces[0].valence), 6) for a in arrays}) > 1  # the model sees each crop
 
