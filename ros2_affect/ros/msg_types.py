@@ -10,9 +10,10 @@ Where the ``.msg`` files are looked for (first hit wins), see :func:`find_affect
 1. ``$ROS2_AFFECT_MSG_DIR`` when set;
 2. ``affect_msgs/msg`` of the source checkout this module lives in (editable install);
 3. ``share/affect_msgs/msg`` of an installed affect_msgs package (colcon/apt install,
-   found through the ament index; rosidl installs the ``.msg`` files there);
-4. ``share/ros2_affect/msg`` under the Python prefix (``setup.py`` installs a copy there
-   as ``data_files``, so a plain ``pip install`` of ros2_affect has them too).
+   found through the ament index; rosidl installs the ``.msg`` files there), then
+   ``share/ros2_affect/msg`` of an installed ros2_affect (``setup.py`` puts a copy there);
+4. ``share/ros2_affect/msg`` under the Python prefix (the same ``data_files`` copy, for a
+   plain ``pip install`` of ros2_affect).
 """
 
 from __future__ import annotations
@@ -43,15 +44,19 @@ def _has_all(directory: Path) -> bool:
     return all((directory / f"{name}.msg").is_file() for name in ALL_AFFECT_MSG_NAMES)
 
 
-def _ament_msg_dir() -> Optional[Path]:
+def _ament_msg_dirs() -> List[Path]:
+    """``share/affect_msgs/msg`` and ``share/ros2_affect/msg`` of the packages in the ament index."""
     try:
         from ament_index_python.packages import get_package_share_directory  # type: ignore[import-not-found]
     except ImportError:
-        return None
-    try:
-        return Path(get_package_share_directory(AFFECT_MSGS_PACKAGE)) / "msg"
-    except Exception:  # PackageNotFoundError: affect_msgs is not in the ament index
-        return None
+        return []
+    dirs = []
+    for package in (AFFECT_MSGS_PACKAGE, "ros2_affect"):
+        try:
+            dirs.append(Path(get_package_share_directory(package)) / "msg")
+        except Exception:  # PackageNotFoundError: not installed through colcon/apt
+            continue
+    return dirs
 
 
 def _candidate_dirs() -> List[Path]:
@@ -60,9 +65,7 @@ def _candidate_dirs() -> List[Path]:
     if env:
         candidates.append(Path(env))
     candidates.append(_SOURCE_MSG_DIR)
-    ament = _ament_msg_dir()
-    if ament is not None:
-        candidates.append(ament)
+    candidates.extend(_ament_msg_dirs())
     prefixes = [sys.prefix, sys.base_prefix]
     user_base = getattr(site, "USER_BASE", None)
     if user_base:

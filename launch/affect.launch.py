@@ -1,0 +1,112 @@
+"""Start affect_node on a camera.
+
+    ros2 launch ros2_affect affect.launch.py camera:=/camera/color/image_raw
+    ros2 launch ros2_affect affect.launch.py camera:=/head_camera/image_raw compressed:=true \
+        namespace:=robot debug_image:=true backend:=tensorrt
+
+Arguments:
+    camera           image topic to read (the node's ``image``, or ``image/compressed`` with
+                     compressed:=true, is remapped onto it)
+    camera_info      its CameraInfo topic (default: ``camera_info`` next to ``camera``)
+    namespace        namespace of the node (its ``~/faces`` becomes /<ns>/affect_node/faces)
+    params_file      ROS 2 parameter file (default: the package's config/affect.yaml)
+    backend          onnxruntime | tensorrt | torch; empty: as in params_file
+    compressed       true: subscribe to sensor_msgs/CompressedImage on <camera>/compressed
+    use_camera_info  true: add a viewing ray per face from CameraInfo
+    debug_image      true: publish ~/debug_image
+    log_level        debug | info | warn | error
+
+The parameter file's ``affect_node: ros__parameters:`` section is read here and passed
+to the node as a dictionary, so it applies whatever the namespace (a file keyed by the
+bare node name would not match a namespaced node). A malformed file fails the launch
+with the file name and the offending key.
+"""
+
+from __future__ import annotations
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+_BOOL_ARGS = {"compressed": "compressed", "use_camera_info": "use_camera_info", "debug_image": "publish_debug_image"}
+
+
+def _as_bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"launch argument {name}:={text!r} is not a boolean; use true or false")
+
+
+def _launch_node(context, *args, **kwargs):  # type: ignore[no-untyped-def]
+    from ros2_affect.assets import default_config_path
+    from ros2_affect.config import load_parameter_file
+    from ros2_affect.ros.runtime import sibling_topic
+
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    params_file = arg("params_file") or str(default_config_path())
+    parameters = load_parameter_file(params_file)  # ConfigError names the file and the problem
+    overrides = {}
+    if arg("backend"):
+        overrides["model.backend"] = arg("backend")
+    for launch_name, parameter in _BOOL_ARGS.items():
+        if arg(launch_name):
+            overrides[parameter] = _as_bool(launch_name, arg(launch_name))
+
+    camera = arg("camera")
+    camera_info = arg("camera_info") or sibling_topic(camera, "camera_info")
+    return [
+        Node(
+            package="ros2_affect",
+            executable="affect_node",
+            name="affect_node",
+            namespace=arg("namespace"),
+            parameters=[parameters, overrides],
+            remappings=[
+                ("image", camera),
+                ("image/compressed", f"{camera.rstrip('/')}/compressed"),
+                ("camera_info", camera_info),
+            ],
+            arguments=["--ros-args", "--log-level", arg("log_level")],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("camera", default_value="/camera/image_raw", description="image topic to read"),
+            DeclareLaunchArgument(
+                "camera_info", default_value="", description="CameraInfo topic; empty: camera_info next to camera"
+            ),
+            DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+            DeclareLaunchArgument(
+                "params_file", default_value="", description="parameter file; empty: the package's config/affect.yaml"
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                choices=["", "onnxruntime", "tensorrt", "torch"],
+                description="inference backend; empty: as in params_file",
+            ),
+            DeclareLaunchArgument(
+                "compressed", default_value="", description="true: sensor_msgs/CompressedImage on <camera>/compressed"
+            ),
+            DeclareLaunchArgument(
+                "use_camera_info", default_value="", description="true: viewing ray per face from CameraInfo"
+            ),
+            DeclareLaunchArgument("debug_image", default_value="", description="true: publish ~/debug_image"),
+            DeclareLaunchArgument(
+                "log_level", default_value="info", choices=["debug", "info", "warn", "error"], description="log level"
+            ),
+            OpaqueFunction(function=_launch_node),
+        ]
+    )
