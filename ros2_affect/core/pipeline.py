@@ -1,0 +1,266 @@
+"""The perception pipeline: one camera frame in, every face's track id, crop and affect out.
+
+Stages (each timed into ``FrameResult.stage_ms``)::
+
+    detect -> keep the max_faces largest -> landmarks (eye refinement) -> align -> track -> infer
+
+``infer`` runs the affect model in one batch per frame: a frame model on all crops; a
+temporal model encodes only the new crops (one encoder batch), pushes the features into
+per-track ring buffers, and runs its sequence head on every current track's last T
+features (one batch). Each crop is encoded exactly once, however long the sequences.
+
+Everything is built at configure time (:func:`create_pipeline`: detector, landmark model,
+ONNX sessions, preallocated buffers); :meth:`AffectPipeline.process` allocates only
+per-frame arrays. There is no module state: two pipelines in one process are independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ros2_affect.config import AlignmentConfig, PipelineConfig
+from ros2_affect.core.affect_model import AffectModel, create_affect_model
+from ros2_affect.core.alignment import FaceAligner
+from ros2_affect.core.detection import create_detector
+from ros2_affect.core.image import as_rgb
+from ros2_affect.core.landmarks import create_eye_locator
+from ros2_affect.core.sequence import SequenceBuffers
+from ros2_affect.core.tracking import FaceTracker
+from ros2_affect.core.types import AffectEstimate, FaceResult, Frame, FrameResult
+from ros2_affect.errors import ConfigError, ModelContractError
+
+LOG = logging.getLogger(__name__)
+
+STAGES = ("detect", "landmarks", "align", "track", "infer", "total")
+
+
+def alignment_for_model(config: AlignmentConfig, model: Optional[AffectModel]) -> AlignmentConfig:
+    """The alignment a model needs: its metadata overrides the configured settings.
+
+    Crop size and channels come from the model's input; the other fields from the
+    ``alignment`` object in its metadata (the settings it was trained with). Changes are
+    logged, since they override the parameter file.
+
+    Raises:
+        ModelContractError: the metadata's alignment values are not valid settings.
+    """
+    if model is None:
+        return config
+    known = {f.name for f in dataclasses.fields(AlignmentConfig)}
+    wanted: Dict[str, Any] = {}
+    for key, value in model.alignment.items():
+        if key in known and key not in ("output_size_px", "grayscale"):
+            wanted[key] = value
+        elif key not in known:
+            LOG.warning(
+                "model %s: ignoring unknown alignment setting %r = %r in its metadata", model.model_id, key, value
+            )
+    wanted["output_size_px"] = model.input_size
+    wanted["grayscale"] = model.channels == 1
+    changes = {k: v for k, v in wanted.items() if getattr(config, k) != v}
+    try:
+        aligned = dataclasses.replace(config, **changes)
+        aligned.validate()
+    except (ConfigError, TypeError) as exc:
+        raise ModelContractError(
+            f"model {model.model_id}: its metadata's alignment settings {model.alignment} are not valid ({exc}); "
+            "re-export the model"
+        ) from None
+    if changes:
+        LOG.info(
+            "alignment follows model %s: %s (overrides the parameter file)",
+            model.model_id, ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())),
+        )
+    return aligned
+
+
+class AffectPipeline:
+    """Runs the stages on one frame at a time. Build it with :func:`create_pipeline`.
+
+    Attributes:
+        config: the settings, with alignment/sequence values as overridden by the model.
+        model: the affect model, or None (``model.kind: none``: detection and tracking only).
+        frames_processed, faces_dropped_total: counters for diagnostics.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        detector: Any,
+        eye_locator: Any,
+        aligner: FaceAligner,
+        tracker: FaceTracker,
+        model: Optional[AffectModel],
+        buffers: Optional[SequenceBuffers],
+    ) -> None:
+        self.config = config
+        self.detector = detector
+        self.eye_locator = eye_locator
+        self.aligner = aligner
+        self.tracker = tracker
+        self.model = model
+        self.buffers = buffers
+        self.frames_processed = 0
+        self.faces_dropped_total = 0
+
+    @property
+    def rejected_outputs(self) -> int:
+        return self.model.rejected_outputs if self.model is not None else 0
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Run every stage on ``frame``.
+
+        Raises:
+            InvalidImageError: the frame's image is not a usable RGB image (callers log
+                and skip the frame).
+        """
+        start = time.perf_counter()
+        image = as_rgb(frame.image, "rgb8")
+        stage_ms: Dict[str, float] = dict.fromkeys(STAGES, 0.0)
+
+        t = time.perf_counter()
+        detections = self.detector.detect(image)
+        # The detector promises largest first; sorting again (stable) keeps max_faces
+        # correct with any detector registered later.
+        detections = sorted(detections, key=lambda d: -d.area_px)
+        max_faces = self.config.detector.max_faces
+        dropped = max(0, len(detections) - max_faces)
+        detections = detections[:max_faces]
+        stage_ms["detect"] = _ms(t)
+
+        if self.eye_locator is not None and detections:
+            t = time.perf_counter()
+            detections = self.eye_locator.refine(image, detections)
+            stage_ms["landmarks"] = _ms(t)
+
+        t = time.perf_counter()
+        aligned = self.aligner.align(image, detections)
+        stage_ms["align"] = _ms(t)
+
+        t = time.perf_counter()
+        tracks = self.tracker.update(detections, frame.stamp_ns)
+        if self.buffers is not None and self.tracker.ended_track_ids:
+            self.buffers.drop(self.tracker.ended_track_ids)
+        stage_ms["track"] = _ms(t)
+
+        estimates: List[Optional[AffectEstimate]] = [None] * len(tracks)
+        if self.model is not None and tracks:
+            t = time.perf_counter()
+            crops = np.stack([aligned[track.detection_index].crop for track in tracks])
+            if self.model.kind == "frame":
+                estimates = self.model.predict_frames(crops)
+            else:
+                estimates = self._infer_temporal(tracks, crops, frame.stamp_ns)
+            stage_ms["infer"] = _ms(t)
+
+        faces = tuple(
+            FaceResult(
+                track_id=track.track_id,
+                detection=detections[track.detection_index],
+                aligned=aligned[track.detection_index],
+                affect=estimate,
+                track_confirmed=track.confirmed,
+            )
+            for track, estimate in zip(tracks, estimates, strict=True)
+        )
+        self.frames_processed += 1
+        self.faces_dropped_total += dropped
+        stage_ms["total"] = _ms(start)
+        return FrameResult(
+            stamp_ns=int(frame.stamp_ns),
+            frame_id=frame.frame_id,
+            width_px=int(image.shape[1]),
+            height_px=int(image.shape[0]),
+            faces=faces,
+            faces_dropped=dropped,
+            stage_ms=stage_ms,
+        )
+
+    def _infer_temporal(self, tracks: List[Any], crops: np.ndarray, stamp_ns: int) -> List[Optional[AffectEstimate]]:
+        assert self.model is not None and self.buffers is not None
+        ids = [track.track_id for track in tracks]
+        # Encode only the crops the buffers will keep (stride), all in one batch.
+        new = [i for i, track_id in enumerate(ids) if self.buffers.wants(track_id)]
+        if new:
+            features = self.model.encode(crops[new])
+            for row, i in enumerate(new):
+                self.buffers.push(ids[i], features[row], stamp_ns)
+        sequences, lengths = self.buffers.batch(ids)
+        return self.model.predict_sequences(sequences, lengths)
+
+    def reset(self) -> None:
+        """Forget all tracks and sequences (e.g. when a replay jumps back)."""
+        self.tracker.reset()
+        if self.buffers is not None:
+            self.buffers.clear()
+
+    def close(self) -> None:
+        """Release the detector, landmark model and inference sessions (idempotent)."""
+        for part in (self.detector, self.eye_locator, self.model):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> AffectPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def create_pipeline(config: PipelineConfig, tracker_seed: Optional[int] = None) -> AffectPipeline:
+    """Build a pipeline: load every model and allocate every buffer now, not on the first frame.
+
+    Args:
+        config: validated settings (e.g. from :func:`ros2_affect.config.load_pipeline_config`).
+        tracker_seed: seed of the track-id permutation (reproducible ids in replays and
+            tests); None draws a fresh one.
+
+    Raises:
+        AssetMissingError, ModelLoadError, ModelContractError, BackendUnavailableError:
+            a model cannot be loaded; the message names the file and the fix.
+    """
+    config.validate()
+    model = create_affect_model(config.model, max_batch=config.detector.max_faces)
+    detector = None
+    eye_locator = None
+    try:
+        alignment = alignment_for_model(config.alignment, model)
+        sequence = config.sequence
+        if model is not None and model.kind == "temporal" and model.sequence_length != sequence.length:
+            LOG.info(
+                "sequence.length follows model %s: %d (parameter file: %d)",
+                model.model_id, model.sequence_length, sequence.length,
+            )
+            sequence = dataclasses.replace(sequence, length=model.sequence_length)
+        config = dataclasses.replace(config, alignment=alignment, sequence=sequence)
+        detector = create_detector(config.detector)
+        eye_locator = create_eye_locator(config.landmarks)
+        buffers = None
+        if model is not None and model.kind == "temporal":
+            buffers = SequenceBuffers(
+                sequence.length, sequence.stride, (model.feature_dim,), np.float32, capacity=config.tracker.max_tracks
+            )
+        tracker = FaceTracker(config.tracker, seed=tracker_seed)
+        pipeline = AffectPipeline(config, detector, eye_locator, FaceAligner(alignment), tracker, model, buffers)
+    except BaseException:
+        for part in (eye_locator, detector, model):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+        raise
+    LOG.info(
+        "pipeline ready: %s detector, eye refinement %s, %s",
+        config.detector.model, "on" if eye_locator is not None else "off",
+        model.describe() if model is not None else "no affect model (model.kind: none)",
+    )
+    return pipeline
