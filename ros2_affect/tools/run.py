@@ -1,0 +1,234 @@
+"""``ros2-affect run INPUT --out DIR``: run the pipeline on a video, images, a camera or the sample.
+
+Writes ``DIR/results.jsonl`` (one JSON object per frame, see :func:`frame_record`) and
+annotated output: ``DIR/annotated.mp4`` for clips (video, camera, sample) or
+``DIR/annotated/<name>.jpg`` for images and image folders. The pipeline settings come
+from the same parameter file the ROS node reads (default: the packaged affect.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ros2_affect.config import PipelineConfig, load_pipeline_config
+from ros2_affect.core.types import FaceResult, Frame, FrameResult
+from ros2_affect.errors import AffectError, ConfigError
+
+LOG = logging.getLogger(__name__)
+
+#: Per-frame errors are logged for the first few frames, then once every this many.
+ERROR_LOG_EVERY = 50
+
+
+def _px(values: Any) -> List[float]:
+    return [round(float(v), 1) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
+def _points(values: Any) -> List[List[float]]:
+    return [[round(float(x), 1), round(float(y), 1)] for x, y in np.asarray(values, dtype=np.float64).reshape(-1, 2)]
+
+
+def face_record(face: FaceResult, with_model: bool) -> Dict[str, Any]:
+    """One face of ``results.jsonl``: pixels of the source image, subject's right eye first."""
+    record: Dict[str, Any] = {
+        "id": face.track_id,
+        "confirmed": face.track_confirmed,
+        "box": _px(face.detection.bbox_xyxy_px),
+        "eyes": _points(face.detection.eyes_px),
+        "keypoints": _points(face.detection.keypoints_px),
+        "score": round(float(face.detection.score), 3),
+    }
+    if with_model:
+        affect = face.affect
+        # A rejected (non-finite) model output is reported as nulls, never as numbers.
+        record.update(
+            {
+                "expression": affect.label if affect else None,
+                "confidence": round(affect.confidence, 4) if affect else None,
+                "probabilities": (
+                    {c: round(float(p), 4) for c, p in zip(affect.class_names, affect.probabilities, strict=True)}
+                    if affect else None
+                ),
+                "valence": round(affect.valence, 4) if affect else None,
+                "arousal": round(affect.arousal, 4) if affect else None,
+                "va_derived": affect.va_derived if affect else None,
+                "frames_used": affect.frames_used if affect else None,
+                "model_id": affect.model_id if affect else None,
+            }
+        )
+    return record
+
+
+def frame_record(index: int, name: str, result: FrameResult, with_model: bool) -> Dict[str, Any]:
+    """One line of ``results.jsonl``."""
+    return {
+        "frame": index,
+        "name": name,
+        "stamp": round(result.stamp_ns * 1e-9, 6),
+        "stamp_ns": int(result.stamp_ns),
+        "width": result.width_px,
+        "height": result.height_px,
+        "faces": [face_record(face, with_model) for face in result.faces],
+        "faces_dropped": result.faces_dropped,
+        "stage_ms": {k: round(float(v), 2) for k, v in result.stage_ms.items()},
+    }
+
+
+class AnnotatedWriter:
+    """Annotated frames as one mp4 (clips) or one JPEG per input image."""
+
+    def __init__(self, out_dir: Path, as_video: bool, fps: float) -> None:
+        self.out_dir = out_dir
+        self.as_video = as_video
+        self.fps = fps
+        self._video: Any = None
+        self._size: Optional[Tuple[int, int]] = None
+        self.written = 0
+        self.path = out_dir / "annotated.mp4" if as_video else out_dir / "annotated"
+        if not as_video:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def write(self, image_rgb: np.ndarray, name: str) -> None:
+        import cv2
+
+        bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
+        if not self.as_video:
+            if not cv2.imwrite(str(self.path / f"{name}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+                raise ConfigError(f"cannot write {self.path / (name + '.jpg')}; check the --out folder is writable")
+            self.written += 1
+            return
+        if self._video is None:
+            self._size = (bgr.shape[1], bgr.shape[0])
+            self._video = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, self._size)
+            if not self._video.isOpened():
+                raise ConfigError(
+                    f"cannot write the video {self.path} (no mp4v encoder in this OpenCV, or not writable)"
+                )
+        if (bgr.shape[1], bgr.shape[0]) != self._size:
+            bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA)
+        self._video.write(bgr)
+        self.written += 1
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.release()
+            self._video = None
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the pipeline on a video, images, a camera or the bundled sample",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+    )
+    parser.add_argument("input", metavar="INPUT",
+                        help="video file, image file, folder of images, camera index (0, 1, ...) or 'sample'")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="ROS 2 parameter file (default: the packaged config/affect.yaml)")
+    parser.add_argument("--model-kind", choices=("frame", "temporal", "none"), default=None,
+                        help="override model.kind: 'none' runs detection, alignment and tracking only")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--fps", type=float, default=25.0,
+                        help="frame rate for stamps of image folders and videos without timing (default 25)")
+    parser.add_argument("--no-video", action="store_true", help="write results.jsonl only, no annotated output")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the track ids (reproducible ids)")
+    parser.set_defaults(func=main)
+
+
+def load_config(path: Optional[Path], model_kind: Optional[str]) -> PipelineConfig:
+    config = load_pipeline_config(path)
+    if model_kind is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=model_kind)).validate()
+    return config
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ros2_affect.core.pipeline import create_pipeline
+    from ros2_affect.tools.draw import annotate
+    from ros2_affect.tools.inputs import InputOptions, open_input
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames = {args.max_frames}; pass a number of frames >= 1")
+    config = load_config(args.config, args.model_kind)
+    source = open_input(str(args.input), InputOptions(fps=args.fps, max_frames=args.max_frames))
+    out_dir: Path = args.out
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pipeline = create_pipeline(config, tracker_seed=args.seed)
+    except BaseException:
+        source.close()
+        raise
+    with_model = pipeline.model is not None
+    writer = None if args.no_video else AnnotatedWriter(out_dir, source.is_sequence, source.fps)
+    bag_out = None
+    if source.kind == "bag":  # a rosbag in: also a bag out, as `ros2-affect replay` writes it
+        from ros2_affect.tools.bag_input import BagResultWriter
+
+        try:
+            bag_out = BagResultWriter(source, out_dir / "bag")
+        except BaseException:
+            pipeline.close()
+            source.close()
+            raise
+    failure: Optional[BaseException] = None
+    results_path = out_dir / "results.jsonl"
+    frames = faces = errors = 0
+    stage_sums: Dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        with source, open(results_path, "w") as results:
+            progress = tqdm(source, total=source.length, unit="frame", desc=f"run {source.name}", disable=None)
+            for item in progress:
+                try:
+                    result = pipeline.process(Frame(item.image, item.stamp_ns, source.name))
+                except AffectError as exc:
+                    errors += 1
+                    if errors <= 3 or errors % ERROR_LOG_EVERY == 0:
+                        LOG.warning(
+                            "frame %d (%s) skipped: %s [%d skipped so far]", item.index, item.name, exc, errors
+                        )
+                    continue
+                results.write(json.dumps(frame_record(item.index, item.name, result, with_model)) + "\n")
+                if bag_out is not None:
+                    bag_out.write(item.index, result)
+                frames += 1
+                faces += len(result.faces)
+                for key, value in result.stage_ms.items():
+                    stage_sums[key] = stage_sums.get(key, 0.0) + value
+                if writer is not None:
+                    writer.write(annotate(item.image, result), item.name)
+            progress.close()
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        pipeline.close()
+        if writer is not None:
+            writer.close()
+        if bag_out is not None:
+            bag_out.close(failure)
+    elapsed = time.perf_counter() - started
+    skipped = errors + source.skipped
+    means = ", ".join(f"{k} {v / frames:.1f}" for k, v in stage_sums.items()) if frames else "-"
+    print(f"{frames} frames, {faces} faces, {skipped} skipped, {elapsed:.1f} s; mean ms per frame: {means}")
+    if with_model and pipeline.rejected_outputs:
+        print(f"warning: {pipeline.rejected_outputs} model outputs were non-finite and left out")
+    print(f"results: {results_path}")
+    if writer is not None and writer.written:
+        print(f"annotated: {writer.path}")
+    if bag_out is not None:
+        print(f"bag: {bag_out.path} ({bag_out.written} affect_msgs/FaceAffectArray on /affect_node/faces)")
+    if frames == 0:
+        raise ConfigError(f"no frame of {args.input!r} could be processed ({skipped} skipped); see the warnings above")
+    return 0
