@@ -35,7 +35,10 @@ SAMPLE_IMAGE = "astronaut.jpg"
 SAMPLE_FRAMES = 30
 SAMPLE_FPS = 15.0
 SAMPLE_SIZE_WH = (640, 480)
-INPUT_HINT = "pass a video file, an image file, a folder of images, a camera index (0, 1, ...) or the word 'sample'"
+INPUT_HINT = (
+    "pass a video file, an image file, a folder of images, a rosbag (folder, .db3 or .mcap), "
+    "a camera index (0, 1, ...) or the word 'sample'"
+)
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,19 @@ def open_sample(spec: str, options: InputOptions) -> InputSource:
     return InputSource("sample", "sample", SAMPLE_FPS, True, count, frames)
 
 
+def _is_bag(spec: str) -> bool:
+    from ros2_affect.tools.bag_input import is_bag_input
+
+    return is_bag_input(spec)
+
+
+def open_bag(spec: str, options: InputOptions) -> InputSource:
+    """A rosbag2 bag (folder or .db3/.mcap): its image topic; see :mod:`ros2_affect.tools.bag_input`."""
+    from ros2_affect.tools.bag_input import open_bag_input
+
+    return open_bag_input(spec, options)
+
+
 #: (kind, matches INPUT, opens it), tried in order. Insert new kinds before "folder"
 #: when they are directories (a rosbag is a folder).
 INPUT_KINDS: List[Tuple[str, Callable[[str], bool], Callable[[str, InputOptions], InputSource]]] = [
@@ -271,6 +287,7 @@ INPUT_KINDS: List[Tuple[str, Callable[[str], bool], Callable[[str, InputOptions]
     ("camera", _is_camera, open_camera),
     ("image", _is_image, open_image),
     ("video", _is_video, open_video),
+    ("bag", _is_bag, open_bag),
     ("folder", _is_folder, open_folder),
 ]
 
