@@ -380,3 +380,27 @@ def validate_changes(current: Mapping[str, Any], changes: Mapping[str, Any]) -> 
         return ChangeCheck(False, str(exc))
     needs = frozenset(classify_change(name) for name, value in changes.items() if current.get(name) != value)
     return ChangeCheck(True, "", needs, settings, pipeline)
+
+
+def markdown_table() -> str:
+    """The parameter reference as a Markdown table (``python -m ros2_affect.ros.parameters``)."""
+    rows = ["| parameter | type | default | accepted | at run time | description |", "|---|---|---|---|---|---|"]
+    for spec in all_parameter_specs():
+        if spec.choices:
+            accepted = ", ".join(spec.choices)
+        elif spec.min_value is not None:
+            accepted = f"{spec.min_value:g} .. {spec.max_value:g}"
+        else:
+            accepted = ""
+        when = {"node": "live", "pipeline": "rebuilds pipeline", "read_only": "restart"}[classify_change(spec.name)]
+        if isinstance(spec.default, bool):
+            default = f"`{str(spec.default).lower()}`"  # as written in the YAML file
+        else:
+            default = f"`{spec.default!r}`"
+        description = spec.description.replace("|", "\\|")
+        rows.append(f"| `{spec.name}` | {spec.type_name} | {default} | {accepted} | {when} | {description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -16,6 +16,7 @@ from ros2_affect.ros.parameters import (
     NodeSettings,
     all_parameter_specs,
     classify_change,
+    markdown_table,
     node_settings_from_parameters,
     parameter_values,
     pipeline_config_from_parameters,
@@ -183,3 +184,12 @@ def test_classify_change() -> None:
     assert classify_change("tracker.max_misses") == "pipeline"
     assert classify_change("model.threads") == "read_only"
     assert classify_change("use_sim_time") == "unknown"
+
+
+def test_markdown_reference_lists_every_parameter() -> None:
+    table = markdown_table()
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(SPECS)
+    assert "| `detector.min_score` | double | `0.5` | 0 .. 1 | rebuilds pipeline |" in table
+    assert "| `compressed` | bool | `false` |  | restart |" in table
+    assert "| `model.backend` | string | `'onnxruntime'` | onnxruntime, tensorrt, torch | restart |" in table
