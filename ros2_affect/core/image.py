@@ -118,4 +118,5 @@ def _stretch_to_uint8(mono16: np.ndarray) -> np.ndarray:
     if high == low:
         return np.zeros(mono16.shape, dtype=np.uint8)
     scaled = (mono16.astype(np.float32) - low) * (255.0 / (high - low))
-    return np.rint(scaled).astype(np.uint8)
+    out: np.ndarray = np.rint(scaled).astype(np.uint8)
+    return out

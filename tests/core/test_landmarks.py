@@ -128,3 +128,11 @@ def test_crop_matrices_centre_the_face_and_undo_clipping():
 
 def test_disabled_config_gives_no_locator():
     assert create_eye_locator(LandmarksConfig(enabled=False)) is None
+
+
+def test_closed_locator_refuses(afew_frames, afew_detections):
+    own = FaceMeshEyeLocator(LandmarksConfig())
+    own.close()
+    own.close()
+    with pytest.raises(RuntimeError, match="was closed"):
+        own.refine(afew_frames[0], afew_detections[0])
