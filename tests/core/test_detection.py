@@ -89,6 +89,20 @@ def test_several_faces_are_all_found_largest_first(detector, afew_frames, fer_ro
     assert centres == [[0, 0], [1, 0], [1, 1]]  # one face in each filled quadrant
 
 
+def test_no_cap_on_the_number_of_faces(afew_frames):
+    # MediaPipe's FaceDetector has no max_results; 16 faces (more than max_faces' default
+    # of 8, which the pipeline applies) are all returned.
+    canvas = np.zeros((800, 800, 3), np.uint8)
+    for k in range(16):
+        row, col = divmod(k, 4)
+        face = cv2.resize(afew_frames[k * 2][60:320, 100:360], (200, 200), interpolation=cv2.INTER_AREA)
+        canvas[row * 200 : (row + 1) * 200, col * 200 : (col + 1) * 200] = face
+    with create_detector(DetectorConfig(model="full_range", min_face_px=8)) as far:
+        faces = far.detect(canvas)
+    cells = {tuple(((f.bbox_xyxy_px[:2] + f.bbox_xyxy_px[2:]) / 2 // 200).astype(int)) for f in faces}
+    assert len(faces) == 16 and len(cells) == 16
+
+
 def test_min_score_and_min_face_px_filter(afew_frames, fer_root, afew_detections):
     canvas = _three_face_canvas(afew_frames, fer_root)
     with create_detector(DetectorConfig(min_score=0.945)) as strict:
