@@ -178,13 +178,11 @@ def load_afew_va(path: PathLike) -> AnnotationSet:
             raise LabelError(f"{where}: frame keys must be frame numbers like '00012'") from None
         if not isinstance(entry, dict) or "valence" not in entry or "arousal" not in entry:
             raise LabelError(f"{where}: expected an object with 'valence' and 'arousal' (-10..10)")
-        try:
-            valence = _unit_value(entry["valence"], where, "valence", 10.0)
-            arousal = _unit_value(entry["arousal"], where, "arousal", 10.0)
-        except (TypeError, ValueError):
-            raise LabelError(
-                f"{where}: valence/arousal must be numbers, got {entry['valence']!r}, {entry['arousal']!r}"
-            ) from None
+        raw_v, raw_a = entry["valence"], entry["arousal"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (raw_v, raw_a)):
+            raise LabelError(f"{where}: valence/arousal must be numbers (-10..10), got {raw_v!r}, {raw_a!r}")
+        valence = _unit_value(raw_v, where, "valence", 10.0)
+        arousal = _unit_value(raw_a, where, "arousal", 10.0)
         annotations.append(Annotation(frame_index=index, valence=valence, arousal=arousal))
     annotations.sort(key=lambda a: a.frame_index or 0)
     meta = {k: v for k, v in data.items() if k != "frames" and isinstance(v, (str, int, float))}
@@ -267,6 +265,8 @@ def load_affwild2(expr_path: Optional[PathLike] = None, va_path: Optional[PathLi
     annotations = []
     for index in sorted(set(expr) | set(va)):
         v, a = va.get(index, (None, None))
+        if expr.get(index) is None and v is None:
+            continue  # "Other" and no valence/arousal: nothing to score
         annotations.append(Annotation(frame_index=index, expression=expr.get(index), valence=v, arousal=a))
     source = " + ".join(str(p) for p in (expr_path, va_path) if p is not None)
     return AnnotationSet(tuple(annotations), f"Aff-Wild2 {source}", "aff-wild2")
