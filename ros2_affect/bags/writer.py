@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Union
 
 from ros2_affect.bags.labels import ANNOTATION_MSGTYPE, Annotation
 from ros2_affect.errors import AffectError, BagError
@@ -25,7 +25,7 @@ PathLike = Union[str, Path]
 #: Accepted values of ``storage``.
 STORAGES = ("sqlite3", "mcap")
 #: rosbag2 metadata version written.
-BAG_VERSION = 8
+BAG_VERSION: Literal[8] = 8
 #: Where affect_node publishes its FaceAffectArray (``~/faces`` of the default node name).
 FACES_TOPIC = "/affect_node/faces"
 FACE_AFFECT_ARRAY_MSGTYPE = "affect_msgs/msg/FaceAffectArray"

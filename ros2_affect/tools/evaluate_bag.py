@@ -96,9 +96,11 @@ def _expression_metrics(pairs: Sequence[AlignedPair]) -> Optional[Dict[str, Any]
     if not scored:
         result["note"] = "no prediction with an affect estimate at the annotated frames"
         return result
-    truth, pred = [], []
+    truth: List[str] = []
+    pred: List[Optional[str]] = []
     for p in scored:
         t = p.annotation.expression
+        assert t is not None  # `labelled` holds only annotations with an expression
         q = canonical_expression(p.face.expression, "prediction") if p.face is not None else None
         for name in (t, q):
             if name is not None and name not in names:
