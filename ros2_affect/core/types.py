@@ -12,7 +12,7 @@ pixels of the source image (x to the right, y down) unless a name says otherwise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -219,4 +219,4 @@ class FrameResult:
     height_px: int
     faces: Tuple[FaceResult, ...] = ()
     faces_dropped: int = 0
-    stage_ms: dict = field(default_factory=dict)
+    stage_ms: Dict[str, float] = field(default_factory=dict)
