@@ -24,13 +24,6 @@ from ros2_affect.errors import ConfigError, InvalidImageError
 
 
 @pytest.fixture(scope="module")
-def detector():
-    det = create_detector(DetectorConfig())
-    yield det
-    det.close()
-
-
-@pytest.fixture(scope="module")
 def measuring_detector():
     """Accepts the small faces of upscaled crops."""
     det = create_detector(DetectorConfig(min_face_px=1))

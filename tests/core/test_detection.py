@@ -19,13 +19,6 @@ FER_FACE = "PublicTest/angry/PublicTest_13591263.jpg"
 
 
 @pytest.fixture(scope="module")
-def detector():
-    det = create_detector(DetectorConfig())
-    yield det
-    det.close()
-
-
-@pytest.fixture(scope="module")
 def afew_detections(detector, afew_frames):
     return [detector.detect(frame) for frame in afew_frames]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ros2_affect.config import DetectorConfig, LandmarksConfig
-from ros2_affect.core.detection import create_detector
+from ros2_affect.config import LandmarksConfig
 from ros2_affect.core.landmarks import (
     LEFT_EYE_CONTOUR,
     RIGHT_EYE_CONTOUR,
@@ -14,13 +13,6 @@ from ros2_affect.core.landmarks import (
     create_eye_locator,
     landmark_crop_matrices,
 )
-
-
-@pytest.fixture(scope="module")
-def detector():
-    det = create_detector(DetectorConfig())
-    yield det
-    det.close()
 
 
 @pytest.fixture(scope="module")
