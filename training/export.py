@@ -105,7 +105,8 @@ class _EncoderGraph(nn.Module):
         self.encoder = encoder
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image).float()
+        features: torch.Tensor = self.encoder(image)
+        return features.float()
 
 
 class _SequenceGraph(nn.Module):
@@ -386,11 +387,12 @@ def export_model(
     parity: Dict[str, float] = {}
     try:
         if temporal:
-            d = int(model.feature_dim)
-            t = int(ckpt.get("sequence_length") or model.sequence_length)
-            if t != int(model.sequence_length):
-                raise ExportError(f"checkpoint sequence_length {t} != the model's {model.sequence_length}")
-            encoder, head = _EncoderGraph(model.encoder), _SequenceGraph(model.sequence_head)
+            parts: Any = model  # a temporal model: .encoder, .sequence_head, .feature_dim, .sequence_length
+            d = int(parts.feature_dim)
+            t = int(ckpt.get("sequence_length") or parts.sequence_length)
+            if t != int(parts.sequence_length):
+                raise ExportError(f"checkpoint sequence_length {t} != the model's {parts.sequence_length}")
+            encoder, head = _EncoderGraph(parts.encoder), _SequenceGraph(parts.sequence_head)
             _export_graph(encoder, torch.zeros(2, c, s, s), paths["encoder"], "encoder", opset, exporter)
             _export_graph(head, torch.zeros(2, t, d), paths["sequence"], "sequence", opset, exporter)
             metas["encoder"] = metadata_for(ckpt, "encoder", model_id, d, opset, version)

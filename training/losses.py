@@ -91,7 +91,7 @@ def weighted_cross_entropy(
     if bool(bad.any()):
         raise ValueError(
             f"expression targets must be in 0..{k - 1} or {IGNORE_INDEX} (no label), "
-            f"got {targets[bad].unique().tolist()}"
+            f"got {sorted(set(targets[bad].tolist()))}"
         )
     weight = None
     if class_weights is not None:

@@ -105,9 +105,10 @@ def test_afew_va_crops_are_the_runtime_alignment_of_the_landmark_eyes(
         sample = ds[i]
         assert sample.crop.shape == (48, 48, 1) and sample.crop.dtype == np.uint8
         assert sample.va.tolist() == pytest.approx([0.0, 0.5]) and sample.expression == -1
-        expected, _ = align_face(afew_frames[i], afew_eye_centres[i], ds.landmarks[i].min(axis=0).tolist()
-                                 + ds.landmarks[i].max(axis=0).tolist(), ALIGN)
-        np.testing.assert_array_equal(sample.crop, expected)
+        box = ds.landmarks[i].min(axis=0).tolist() + ds.landmarks[i].max(axis=0).tolist()
+        expected, _ = align_face(afew_frames[i], afew_eye_centres[i], box, ALIGN)
+        # the loader keeps landmarks in float32: at most a grey level of rounding difference
+        assert np.abs(sample.crop.astype(int) - expected.astype(int)).max() <= 1
         # the eye order matters: swapped eyes give a different (upside-down) crop
         swapped, _ = align_face(afew_frames[i], afew_eye_centres[i][::-1], None, ALIGN)
         assert np.abs(sample.crop.astype(int) - swapped.astype(int)).mean() > 10

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -302,7 +302,8 @@ def runtime_eye_finder(detector: Optional[object] = None, eye_locator: Optional[
             return None
         if loc is not None:
             faces = loc.refine(image, faces[:1])  # type: ignore[attr-defined]
-        return faces[0]
+        face: FaceDetection = faces[0]
+        return face
 
     return find
 
@@ -326,7 +327,7 @@ def affwild2_sequences(
 def split_names(root: PathLike) -> Tuple[str, ...]:
     """The split folders found under the EXPR/VA annotation folders of ``root``."""
     root = Path(root)
-    found = set()
+    found: Set[str] = set()
     for base in (root, root / "annotations"):
         for name in _EXPR_DIRS + _VA_DIRS:
             d = base / name

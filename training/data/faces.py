@@ -214,7 +214,11 @@ class FaceDataset:
 
 
 def sequence_windows(
-    frame_numbers: Sequence[int], length: int, stride: int = 1, hop: Optional[int] = None, max_gap: int = 1
+    frame_numbers: Union[Sequence[int], np.ndarray],
+    length: int,
+    stride: int = 1,
+    hop: Optional[int] = None,
+    max_gap: int = 1,
 ) -> np.ndarray:
     """Cut one video's usable frames into fixed-length windows.
 
