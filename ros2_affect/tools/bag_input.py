@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple
 
 from ros2_affect.bags.reader import STORAGE_SUFFIXES, BagReader, create_bag_typestore
 from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC, BagWriter, node_qos
 from ros2_affect.core.types import FrameResult
 from ros2_affect.errors import InvalidImageError
+
+if TYPE_CHECKING:  # inputs.py imports this module lazily: no import cycle at run time
+    from ros2_affect.tools.inputs import InputFrame, InputOptions, InputSource
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def is_bag_input(spec: str) -> bool:
     return path.suffix in STORAGE_SUFFIXES and path.is_file()
 
 
-def open_bag_input(spec: str, options: Any) -> Any:
+def open_bag_input(spec: str, options: InputOptions) -> InputSource:
     """An :class:`~ros2_affect.tools.inputs.InputSource` over the bag's image topic.
 
     The source also keeps, per frame index, the image's header and bag time
@@ -54,7 +57,7 @@ def open_bag_input(spec: str, options: Any) -> Any:
     fps = (info.count - 1) / duration_s if info.count > 1 and duration_s > 0 else options.fps
     frames_meta: Dict[int, Tuple[Any, int, bool]] = {}
 
-    def frames(source: Any) -> Iterator[Any]:
+    def frames(source: InputSource) -> Iterator[InputFrame]:
         for image in bag.images(info.name):
             if options.max_frames is not None and image.index >= options.max_frames:
                 return
