@@ -3,7 +3,8 @@
 Built with ``onnx.helper`` (no torch), seeded, so each call writes the same graph. Every
 output depends on every input pixel or feature (dense layers), so the tests can tell
 frames, flips and sequence orders apart. Options break the contract on purpose
-(``input_name``, ``input_shape``, ``props``, ``drop_keys``) or make the graph emit NaN
+(``input_name``, ``input_shape``, ``props``, ``drop_keys``, ``with_metadata=False``: no
+metadata at all) or make the graph emit NaN
 (``nan_when_dark``: logits + log(mean input), NaN for a crop darker than the mean) or
 valence/arousal outside -1..1 (``va_tanh=False``: the raw linear output).
 """
@@ -62,13 +63,15 @@ def write_graph(
     input_shape: Optional[Sequence[object]] = None,
     props: Optional[Dict[str, str]] = None,
     drop_keys: Sequence[str] = (),
+    with_metadata: bool = True,
     nan_when_dark: bool = False,
     va_tanh: bool = True,
     seed: int = 0,
 ) -> Path:
     """Write a contract graph for ``role`` (frame, encoder or sequence) to ``path``.
 
-    ``props`` overrides single metadata entries (keys without the ``ros2_affect.`` prefix).
+    ``props`` overrides single metadata entries (keys without the ``ros2_affect.`` prefix);
+    the metadata written is :func:`graph_metadata` of the same arguments.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -115,6 +118,7 @@ def write_graph(
             ]
             outputs.append(helper.make_tensor_value_info("valence_arousal", TensorProto.FLOAT, ["N", 2]))
     graph = helper.make_graph(nodes, f"test_{role}", [graph_input], outputs, initializer=inits)
+    # opset 13: ReduceMean still takes axes as an attribute; old enough for TensorRT 8.6.
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     meta = graph_metadata(role, channels, size, length, dim, model_id, classes, va_mode, alignment).to_props()
@@ -122,7 +126,7 @@ def write_graph(
         meta[METADATA_PREFIX + key] = value
     for key in drop_keys:
         meta.pop(METADATA_PREFIX + key, None)
-    for key, value in meta.items():
+    for key, value in (meta.items() if with_metadata else ()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)

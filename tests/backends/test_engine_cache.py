@@ -22,14 +22,14 @@ from ros2_affect.backends.engine_cache import (
     write_sidecar,
 )
 from ros2_affect.errors import ConfigError, ModelLoadError
-from tests.backends.contract_onnx import contract_metadata, make_contract_onnx
+from tests.backends.affect_graphs import graph_metadata, write_graph
 
 PLATFORM = ("10.3.0", "Orin", "8.7")
 
 
 @pytest.fixture()
 def onnx_path(tmp_path: Path) -> Path:
-    return make_contract_onnx(tmp_path / "frame.onnx", "frame")
+    return write_graph(tmp_path / "frame.onnx", "frame")
 
 
 def _key(onnx_path: Path, precision: str = "fp16", max_batch: int = 8) -> EngineKey:
@@ -70,7 +70,7 @@ def test_digest_is_stable(onnx_path: Path) -> None:
 
 def test_changed_onnx_file_gets_another_engine_path(onnx_path: Path, tmp_path: Path) -> None:
     first = engine_path_for(onnx_path, *PLATFORM, "fp16", 8, cache_dir=tmp_path)
-    make_contract_onnx(onnx_path, "frame", seed=1)  # a re-exported model
+    write_graph(onnx_path, "frame", seed=1)  # a re-exported model
     second = engine_path_for(onnx_path, *PLATFORM, "fp16", 8, cache_dir=tmp_path)
     assert first != second
     assert first.parent == second.parent == tmp_path
@@ -94,7 +94,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_sidecar_round_trip(onnx_path: Path, tmp_path: Path) -> None:
     engine = tmp_path / "m.engine"
-    props = contract_metadata("frame").to_props()
+    props = graph_metadata("frame").to_props()
     written = write_sidecar(engine, EngineSidecar(_key(onnx_path), props, str(onnx_path), 1234.5))
     assert written == sidecar_path(engine) == tmp_path / "m.engine.json"
     back = read_sidecar(engine)
@@ -125,7 +125,7 @@ def test_store_then_lookup_hits_only_the_same_key(onnx_path: Path, tmp_path: Pat
     cache = EngineCache(tmp_path / "cache")
     key = _key(onnx_path)
     assert cache.lookup(key, "frame") is None
-    props = contract_metadata("frame").to_props()
+    props = graph_metadata("frame").to_props()
     path = cache.store(b"engine-bytes", key, "frame", props, str(onnx_path))
     assert path.read_bytes() == b"engine-bytes"
     assert cache.lookup(key, "frame") == path

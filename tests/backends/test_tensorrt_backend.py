@@ -28,7 +28,7 @@ from ros2_affect.errors import (
     ModelContractError,
     ModelLoadError,
 )
-from tests.backends.contract_onnx import contract_metadata, make_contract_onnx
+from tests.backends.affect_graphs import graph_metadata, write_graph
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -55,7 +55,7 @@ def test_is_available_says_tensorrt_is_missing_without_raising() -> None:
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
 def test_load_and_build_fail_clearly_without_tensorrt(tmp_path: Path) -> None:
-    model = make_contract_onnx(tmp_path / "frame.onnx", "frame")
+    model = write_graph(tmp_path / "frame.onnx", "frame")
     backend = TensorRTBackend(precision="fp16", engine_cache_dir=str(tmp_path / "cache"))
     with pytest.raises(BackendUnavailableError, match=r"tensorrt is not installed"):
         backend.load(model, "frame", 8)
@@ -69,7 +69,7 @@ def test_load_missing_file_and_bad_settings(tmp_path: Path) -> None:
         TensorRTBackend().load(tmp_path / "absent.onnx", "frame", 8)
     with pytest.raises(ConfigError, match=r"model\.precision = 'bf16' is not accepted; choose one of fp32, fp16, int8"):
         TensorRTBackend(precision="bf16")
-    model = make_contract_onnx(tmp_path / "frame.onnx", "frame")
+    model = write_graph(tmp_path / "frame.onnx", "frame")
     with pytest.raises(ConfigError, match=r"precision 'half' is not accepted"):
         trtb.build_engine(model, precision="half")
     with pytest.raises(ConfigError, match=r"max_batch = 0; expected an integer in \[1, 64\]"):
@@ -81,8 +81,8 @@ def test_load_missing_file_and_bad_settings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("role", ["frame", "encoder", "sequence"])
 def test_read_onnx_metadata_of_real_graphs(tmp_path: Path, role: str) -> None:
-    path = make_contract_onnx(tmp_path / f"{role}.onnx", role)
-    assert read_onnx_metadata(path) == contract_metadata(role)
+    path = write_graph(tmp_path / f"{role}.onnx", role)
+    assert read_onnx_metadata(path) == graph_metadata(role)
 
 
 def test_read_onnx_metadata_errors(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_read_onnx_metadata_errors(tmp_path: Path) -> None:
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(ModelLoadError, match=r"junk\.onnx is not a loadable ONNX model .*; re-export it"):
         read_onnx_metadata(junk)
-    bare = make_contract_onnx(tmp_path / "bare.onnx", "frame", props={})
+    bare = write_graph(tmp_path / "bare.onnx", "frame", with_metadata=False)
     with pytest.raises(ModelContractError, match=r"bare\.onnx: missing model metadata ros2_affect\.contract_version"):
         read_onnx_metadata(bare)
     with pytest.raises(AssetMissingError, match="does not exist"):
@@ -102,13 +102,13 @@ def test_read_onnx_metadata_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("role", ["frame", "encoder", "sequence"])
 def test_check_engine_io_accepts_a_matching_engine(role: str) -> None:
-    meta = contract_metadata(role)
+    meta = graph_metadata(role)
     check_engine_io(_io(meta), meta, 8, "m.engine")
     check_engine_io(_io(meta, max_batch=16), meta, 8, "m.engine")  # a larger profile is fine
 
 
 def test_check_engine_io_rejects_mismatches() -> None:
-    meta = contract_metadata("frame")
+    meta = graph_metadata("frame")
     io = _io(meta)
     wrong_channels = [TensorInfo("image", True, (-1, 3, 48, 48), "float32", (8, 3, 48, 48))] + io[1:]
     with pytest.raises(ModelContractError, match=r"input 'image' has shape \[-1, 3, 48, 48\], the metadata says "
@@ -130,7 +130,7 @@ def test_check_engine_io_rejects_mismatches() -> None:
     renamed = [TensorInfo("input", True, (-1, 1, 48, 48), "float32", (8, 1, 48, 48))] + io[1:]
     with pytest.raises(ModelContractError, match=r"inputs \['input'\]; a frame graph takes exactly \['image'\]"):
         check_engine_io(renamed, meta, 8, "m.engine")
-    seq = contract_metadata("sequence", length=8)
+    seq = graph_metadata("sequence", length=8)
     short = [TensorInfo("features", True, (-1, 4, 16), "float32", (8, 4, 16))] + _io(seq)[1:]
     with pytest.raises(ModelContractError, match=r"input 'features' has shape \[-1, 4, 16\], the metadata says "
                                                  r"\[-1, 8, 16\]"):
@@ -141,16 +141,16 @@ def test_check_engine_io_rejects_mismatches() -> None:
 
 
 def test_trtexec_command_from_real_model_metadata(tmp_path: Path) -> None:
-    frame = read_onnx_metadata(make_contract_onnx(tmp_path / "frame.onnx", "frame", channels=1, size=48))
+    frame = read_onnx_metadata(write_graph(tmp_path / "frame.onnx", "frame", channels=1, size=48))
     assert trtexec_command("m.onnx", "m.engine", frame, "fp16", 8) == [
         "trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--minShapes=image:1x1x48x48",
         "--optShapes=image:4x1x48x48", "--maxShapes=image:8x1x48x48", "--fp16",
     ]
-    rgb = read_onnx_metadata(make_contract_onnx(tmp_path / "enc.onnx", "encoder", channels=3, size=112))
+    rgb = read_onnx_metadata(write_graph(tmp_path / "enc.onnx", "encoder", channels=3, size=112))
     assert trtexec_command("e.onnx", "e.engine", rgb, "fp32", 2)[3:] == [
         "--minShapes=image:1x3x112x112", "--optShapes=image:2x3x112x112", "--maxShapes=image:2x3x112x112",
     ]
-    seq = read_onnx_metadata(make_contract_onnx(tmp_path / "seq.onnx", "sequence", length=8, dim=16))
+    seq = read_onnx_metadata(write_graph(tmp_path / "seq.onnx", "sequence", length=8, dim=16))
     assert trtexec_command("s.onnx", "s.engine", seq, "fp16", 8)[3:] == [
         "--minShapes=features:1x8x16", "--optShapes=features:4x8x16", "--maxShapes=features:8x8x16", "--fp16",
     ]
@@ -181,7 +181,7 @@ def test_calibration_images_are_preprocessed_like_the_runtime(fer_root: Path, tm
     for i, path in enumerate(files):
         shutil.copy(path, calib / ("sub" if i % 2 else ".") / f"{i:02d}.jpg")
     (calib / "notes.txt").write_text("not an image")
-    meta = contract_metadata("frame", channels=1, size=48)
+    meta = graph_metadata("frame", channels=1, size=48)
     batch = load_calibration_images(calib, meta)
     ordered = sorted(p for p in calib.rglob("*.jpg"))
     crops = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)[:, :, None] for p in ordered])
@@ -190,14 +190,14 @@ def test_calibration_images_are_preprocessed_like_the_runtime(fer_root: Path, tm
     assert len(load_calibration_images(calib, meta, max_images=4)) == 4
 
     # a 3-channel model at another size: gray crops become RGB and are resized
-    rgb = contract_metadata("frame", channels=3, size=64)
+    rgb = graph_metadata("frame", channels=3, size=64)
     batch3 = load_calibration_images(calib, rgb, max_images=2)
     assert batch3.shape == (2, 3, 64, 64)
     np.testing.assert_allclose(batch3[:, 0], batch3[:, 2])  # gray in, equal channels out
 
 
 def test_calibration_folder_errors(tmp_path: Path) -> None:
-    meta = contract_metadata("frame")
+    meta = graph_metadata("frame")
     with pytest.raises(ConfigError, match=r"calibration folder .*missing does not exist; pass --calib DIR"):
         load_calibration_images(tmp_path / "missing", meta)
     (tmp_path / "empty").mkdir()
@@ -218,7 +218,7 @@ def test_engine_round_trip_matches_onnxruntime(tmp_path: Path, role: str) -> Non
         pytest.skip(reason)
     import onnxruntime as ort
 
-    model = make_contract_onnx(tmp_path / f"{role}.onnx", role)
+    model = write_graph(tmp_path / f"{role}.onnx", role)
     backend = TensorRTBackend(precision="fp16", engine_cache_dir=str(tmp_path / "cache"))
     session = backend.load(model, role, 8)
     entries = backend.cache.entries()
@@ -280,7 +280,7 @@ def test_fallback_to_onnxruntime_when_tensorrt_cannot_run(tmp_path: Path, caplog
     assert len(warnings) == 1
     assert f"inference backend 'tensorrt' cannot run here: {reason}" in warnings[0]
     assert "using the fallback backend 'onnxruntime'" in warnings[0]
-    session = backend.load(make_contract_onnx(tmp_path / "frame.onnx", "frame"), "frame", 8)
+    session = backend.load(write_graph(tmp_path / "frame.onnx", "frame"), "frame", 8)
     out = session.run(np.zeros((2, 1, 48, 48), np.float32))
     assert out["logits"].shape == (2, 7) and np.isfinite(out["logits"]).all()
     assert not (tmp_path / "cache").exists()

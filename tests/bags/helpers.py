@@ -1,17 +1,16 @@
 """Shared setup of the bag tool tests: a real ONNX model that follows the contract, configs.
 
 The replay tests do not depend on the shipped models: they run a small seeded contract
-graph (tests/backends/contract_onnx.py) in a real onnxruntime session, with regressed
+graph (tests/backends/affect_graphs.py) in a real onnxruntime session, with regressed
 valence/arousal so that every face gets values that depend on its crop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ros2_affect.config import PipelineConfig, flatten, load_pipeline_config, pipeline_config_from_dict
-from tests.backends.contract_onnx import contract_metadata, make_contract_onnx
+from tests.backends.affect_graphs import write_graph
 
 MODEL_ID = "replay_test-0.1"
 
@@ -26,8 +25,7 @@ THIRD_PARTY_BAGS = {
 
 def make_frame_model(path: Path) -> Path:
     """A contract frame graph (1x48x48 input, 7 classes, regressed valence/arousal)."""
-    meta = dataclasses.replace(contract_metadata("frame"), va_mode="regressed", model_id=MODEL_ID)
-    return make_contract_onnx(path, "frame", props=meta.to_props())
+    return write_graph(path, "frame", model_id=MODEL_ID, va_mode="regressed")
 
 
 def pipeline_config(model: Path | None) -> PipelineConfig:

@@ -11,7 +11,7 @@ import pytest
 from ros2_affect.backends.base import ModelMetadata
 from ros2_affect.backends.engine_cache import read_sidecar
 from ros2_affect.tools.cli import main
-from tests.backends.contract_onnx import contract_metadata, make_contract_onnx
+from tests.backends.affect_graphs import graph_metadata, write_graph
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -19,8 +19,8 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 @pytest.fixture()
 def models(tmp_path: Path) -> dict:
     return {
-        "encoder": make_contract_onnx(tmp_path / "enc.onnx", "encoder", dim=16),
-        "sequence": make_contract_onnx(tmp_path / "seq.onnx", "sequence", length=8, dim=16),
+        "encoder": write_graph(tmp_path / "enc.onnx", "encoder", dim=16),
+        "sequence": write_graph(tmp_path / "seq.onnx", "sequence", length=8, dim=16),
     }
 
 
@@ -60,7 +60,7 @@ def test_metadata_only_writes_a_sidecar_the_runtime_reads(models: dict, tmp_path
     assert code == 0
     assert "set model.sequence_model:" in capsys.readouterr().out
     sidecar = read_sidecar(engine)
-    assert ModelMetadata.from_props(sidecar.metadata_props, str(engine)) == contract_metadata("sequence")
+    assert ModelMetadata.from_props(sidecar.metadata_props, str(engine)) == graph_metadata("sequence", length=8)
     assert (sidecar.key.precision, sidecar.key.max_batch) == ("fp16", 4)
     assert not sidecar.key.platform_known  # trtexec engine: platform unknown, trusted as is
     assert sidecar.onnx_path == str(models["sequence"].resolve())
@@ -82,13 +82,13 @@ def test_argument_errors_are_clear(models: dict, tmp_path: Path, capsys: pytest.
 
 
 def test_model_without_metadata_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bare = make_contract_onnx(tmp_path / "bare.onnx", "frame", props={})
+    bare = write_graph(tmp_path / "bare.onnx", "frame", with_metadata=False)
     assert main(["build-engine", str(bare), "--print-trtexec"]) == 1
     assert "missing model metadata ros2_affect.contract_version" in capsys.readouterr().err
 
 
 def test_default_models_come_from_the_parameter_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    frame = make_contract_onnx(tmp_path / "frame.onnx", "frame", channels=3, size=64)
+    frame = write_graph(tmp_path / "frame.onnx", "frame", channels=3, size=64)
     config = tmp_path / "affect.yaml"
     config.write_text(
         "affect_node:\n  ros__parameters:\n"
