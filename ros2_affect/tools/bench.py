@@ -28,7 +28,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -321,7 +321,7 @@ def soak(pipeline: Any, scene: Any, kit: MessageKit, frames: int, warmup: int, r
     rss_start = None
     peak = 0.0
     max_tracks = max_buffers = 0
-    track_ids = set()
+    track_ids: Set[str] = set()
     for i in range(frames):
         stamp_ns = (i + 1) * FRAME_PERIOD_NS
         msg = kit.image(scene.render(i), stamp_ns)

@@ -70,7 +70,8 @@ def _elliptic_alpha(side: int) -> np.ndarray:
     c = (side - 1) / 2.0
     # Ellipse slightly taller than wide (a head), soft over the outer 15%.
     r = np.sqrt(((xx - c) / (0.48 * side)) ** 2 + ((yy - c) / (0.5 * side)) ** 2)
-    return np.clip((1.0 - r) / 0.15, 0.0, 1.0).astype(np.float32)
+    alpha: np.ndarray = np.clip((1.0 - r) / 0.15, 0.0, 1.0).astype(np.float32)
+    return alpha
 
 
 def _patch_around(rgb: np.ndarray, centre: Tuple[float, float], side: float, origin: str) -> Optional[FacePatch]:
@@ -199,6 +200,8 @@ class SceneSource:
                 background, origin = np.ascontiguousarray(bgr[:, :, ::-1]), "AFEW-VA frame"
         if background is None:
             bgr = cv2.imread(str(sample), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise AssetMissingError(f"no background image for benchmark scenes: {sample} is not readable")
             # Heavily blurred so the sample's own face does not count as an extra face.
             background = cv2.GaussianBlur(np.ascontiguousarray(bgr[:, :, ::-1]), (0, 0), 25)
             origin = f"blurred {sample.name}"
@@ -299,7 +302,7 @@ class Scene:
 
     def render(self, index: int) -> np.ndarray:
         """Frame ``index`` as ``(H, W, 3)`` uint8 RGB (deterministic)."""
-        canvas = self._background.copy()
+        canvas: np.ndarray = self._background.copy()
         for placement, shown in zip(self.placements, self.visible(index), strict=True):
             if shown:
                 _paste(canvas, self.source.patches[placement.patch_index], self.centre_of(placement, index),
