@@ -41,6 +41,7 @@ from ros2_affect.bags.alignment import (
 from ros2_affect.bags.labels import KNOWN_EXPRESSIONS, AnnotationSet, LabelError, canonical_expression, load_labels
 from ros2_affect.bags.reader import BagReader, read_predictions
 from ros2_affect.errors import BagError
+from ros2_affect.tools.cli_args import add_command
 
 LOG = logging.getLogger(__name__)
 
@@ -421,11 +422,11 @@ def write_report(evaluation: Evaluation, out_dir: Path) -> List[Path]:
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "evaluate",
-        help="score the FaceAffectArray predictions in a bag against annotations",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "score the FaceAffectArray predictions in a bag against annotations",
+        __doc__,
     )
     parser.add_argument("bag", type=Path, help="bag with affect_msgs/FaceAffectArray (replay output or a recording)")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md, metrics.json and plots")

@@ -43,6 +43,7 @@ from ros2_affect.bags.labels import (
     load_labels,
 )
 from ros2_affect.errors import BagError, InvalidImageError
+from ros2_affect.tools.cli_args import add_command
 
 LOG = logging.getLogger(__name__)
 
@@ -305,11 +306,11 @@ def make_bag(
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "make-bag",
-        help="write a rosbag2 bag from a video, an image folder or a dataset clip (with its labels)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "write a rosbag2 bag from a video, an image folder or a dataset clip (with its labels)",
+        __doc__,
     )
     parser.add_argument(
         "input", type=Path, help="video file, image folder, AFEW-VA clip folder or Aff-Wild2 frames folder"

@@ -25,9 +25,7 @@ import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
-
-import yaml
+from typing import Any, Dict, List, Optional
 
 from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagImage, BagReader, create_bag_typestore, stamp_to_ns
 from ros2_affect.bags.writer import (
@@ -38,14 +36,9 @@ from ros2_affect.bags.writer import (
     add_copied_topic,
     node_qos,
 )
-from ros2_affect.config import (
-    PipelineConfig,
-    flatten,
-    load_parameter_file,
-    load_pipeline_config,
-    pipeline_config_from_dict,
-)
+from ros2_affect.config import PipelineConfig, load_parameter_file, load_pipeline_config
 from ros2_affect.errors import BagError, ConfigError, InvalidImageError
+from ros2_affect.tools.cli_args import add_command, add_config_arguments, config_with_overrides
 
 LOG = logging.getLogger(__name__)
 
@@ -69,29 +62,6 @@ class ReplayResult:
     copied: Dict[str, int] = field(default_factory=dict)
     stamps_from_bag_time: int = 0
     processing_ms: List[float] = field(default_factory=list)
-
-
-def config_with_overrides(config_path: Optional[Path], overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Load the pipeline settings of a parameter file and apply ``KEY=VALUE`` overrides.
-
-    Values are parsed as YAML scalars (``model.kind=none``, ``detector.min_score=0.6``).
-
-    Raises:
-        ConfigError: a malformed override, an unknown key or an invalid value.
-    """
-    config = load_pipeline_config(config_path)
-    if not overrides:
-        return config
-    values = flatten(config)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set model.kind=none)")
-        try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: {raw!r} is not a valid value") from None
-    return pipeline_config_from_dict(values)
 
 
 def _camera_info_topic(bag: BagReader, image_topic: str) -> Optional[str]:
@@ -250,23 +220,16 @@ def replay(
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "replay",
-        help="run the node's pipeline over a bag's images and write FaceAffectArray to an output bag",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run the node's pipeline over a bag's images and write FaceAffectArray to an output bag",
+        __doc__,
     )
     parser.add_argument("bag", type=Path, help="input bag (folder, or a .db3/.mcap file)")
     parser.add_argument("--out", type=Path, required=True, help="output bag folder to create")
     parser.add_argument("--image-topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
-    parser.add_argument("--config", type=Path, help="parameter file (default: the packaged config/affect.yaml)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a pipeline parameter, e.g. --set model.kind=none (repeatable)",
-    )
+    add_config_arguments(parser)
     parser.add_argument("--copy-input", action="store_true", help="copy every input topic into the output bag")
     parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument(
@@ -282,7 +245,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_with_overrides(args.config, args.set)
+    config = config_with_overrides(args.config, args.overrides)
     result = replay(
         args.bag,
         args.out,

@@ -9,7 +9,6 @@ from the same parameter file the ROS node reads (default: the packaged affect.ya
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
@@ -18,9 +17,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ros2_affect.config import PipelineConfig, load_pipeline_config
+from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import FaceResult, Frame, FrameResult
 from ros2_affect.errors import AffectError, ConfigError
+from ros2_affect.tools.cli_args import add_config_arguments, config_with_overrides
 
 LOG = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("input", metavar="INPUT",
                         help="video file, image file, folder of images, camera index (0, 1, ...) or 'sample'")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="ROS 2 parameter file (default: the packaged config/affect.yaml)")
+    add_config_arguments(parser, overrides=False)
     parser.add_argument("--model-kind", choices=("frame", "temporal", "none"), default=None,
                         help="override model.kind: 'none' runs detection, alignment and tracking only")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
@@ -145,10 +144,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def load_config(path: Optional[Path], model_kind: Optional[str]) -> PipelineConfig:
-    config = load_pipeline_config(path)
-    if model_kind is not None:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=model_kind)).validate()
-    return config
+    return config_with_overrides(path, [f"model.kind={model_kind}"] if model_kind is not None else [])
 
 
 def main(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from ros2_affect.bags.writer import FACES_TOPIC, BagWriter, copy_topics, storage
 from ros2_affect.errors import BagError
 from ros2_affect.tools.cli import main
 from ros2_affect.tools.make_bag import make_bag
-from ros2_affect.tools.replay import config_with_overrides, replay
+from ros2_affect.tools.replay import replay
 from tests.bags.helpers import MODEL_ID, THIRD_PARTY_BAGS, make_frame_model, pipeline_config
 
 
@@ -248,15 +248,6 @@ def test_corrupt_input_is_a_bag_error_naming_the_file(rosbags_dir: Path, tmp_pat
     err = capsys.readouterr().err
     assert f"bag '{bag}': cannot open it: File end magic is invalid" in err and "corrupt or truncated" in err
     assert not (tmp_path / "out").exists()
-
-
-def test_overrides_apply_on_top_of_the_parameter_file() -> None:
-    config = config_with_overrides(None, ["model.kind=none", "detector.min_score=0.7", "tracker.min_hits=3"])
-    assert (config.model.kind, config.detector.min_score, config.tracker.min_hits) == ("none", 0.7, 3)
-    from ros2_affect.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"unknown key 'detector.min_scor'.*did you mean"):
-        config_with_overrides(None, ["detector.min_scor=0.7"])
 
 
 def test_run_accepts_a_bag_and_writes_the_same_output_bag_as_replay(
