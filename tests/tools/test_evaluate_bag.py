@@ -19,7 +19,7 @@ from ros2_affect.tools.cli import main
 from ros2_affect.tools.evaluate_bag import evaluate, write_report
 from ros2_affect.tools.make_bag import make_bag
 from ros2_affect.tools.replay import replay
-from tests.bags.helpers import MODEL_ID, make_frame_model, pipeline_config
+from tests.bags.helpers import MODEL_ID, pipeline_config
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +28,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(work: Path) -> Path:
-    return make_frame_model(work / "frame.onnx")
+def model(contract_frame_model: Path) -> Path:
+    return contract_frame_model
 
 
 @pytest.fixture(scope="module")
-def afew(afew_clip_dir: Path, model: Path, work: Path) -> Dict[str, Path]:
+def afew(afew_bag: Path, model: Path, work: Path) -> Dict[str, Path]:
     """make-bag of the clip (labels recorded), then replay with the contract model (measured latency)."""
-    make_bag(afew_clip_dir, work / "in", compression="jpeg", storage="mcap")
-    replay(work / "in", work / "out", config=pipeline_config(model))
-    return {"in": work / "in", "out": work / "out"}
+    replay(afew_bag, work / "out", config=pipeline_config(model))
+    return {"in": afew_bag, "out": work / "out"}
 
 
 def _independent_predictions(out_bag: Path) -> List[Any]:

@@ -13,9 +13,8 @@ from ros2_affect.bags.reader import BagReader, create_bag_typestore
 from ros2_affect.bags.writer import FACES_TOPIC, BagWriter, copy_topics, storage_file
 from ros2_affect.errors import BagError
 from ros2_affect.tools.cli import main
-from ros2_affect.tools.make_bag import make_bag
 from ros2_affect.tools.replay import replay
-from tests.bags.helpers import MODEL_ID, THIRD_PARTY_BAGS, make_frame_model, pipeline_config
+from tests.bags.helpers import MODEL_ID, THIRD_PARTY_BAGS, pipeline_config
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(work: Path) -> Path:
-    return make_frame_model(work / "frame.onnx")
-
-
-@pytest.fixture(scope="module")
-def afew_bag(afew_clip_dir: Path, work: Path) -> Path:
-    """The AFEW-VA clip as JPEG CompressedImage + its labels, MCAP."""
-    make_bag(afew_clip_dir, work / "afew_in", compression="jpeg", storage="mcap")
-    return work / "afew_in"
+def model(contract_frame_model: Path) -> Path:
+    return contract_frame_model
 
 
 @pytest.fixture(scope="module")
