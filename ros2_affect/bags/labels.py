@@ -138,6 +138,22 @@ def _unit_value(raw: float, where: str, name: str, scale: float = 1.0) -> float:
 # -- AFEW-VA -----------------------------------------------------------------------------------
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of annotation file ``path``; ``what`` names the file in errors.
+
+    Raises:
+        LabelError: the file is missing, a folder, or not UTF-8 text.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelError(f"{what} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise LabelError(f"{what} {str(path)!r} is a folder; pass the annotation file itself") from None
+    except UnicodeDecodeError:
+        raise LabelError(f"{what} {str(path)!r} is not UTF-8 text") from None
+
+
 def load_afew_va(path: PathLike) -> AnnotationSet:
     """Read an AFEW-VA clip annotation (``<clip>/<clip>.json``, or its folder).
 
@@ -157,11 +173,10 @@ def load_afew_va(path: PathLike) -> AnnotationSet:
                 f"{[c.name for c in candidates]}; pass the file itself"
             )
         path = candidates[0]
+    text = _read_text(path, "AFEW-VA annotation")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabelError(f"AFEW-VA annotation {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise LabelError(f"AFEW-VA annotation {str(path)!r} is not valid JSON: {exc}") from None
     frames = data.get("frames") if isinstance(data, dict) else None
     if not isinstance(frames, dict):
@@ -193,13 +208,7 @@ def load_afew_va(path: PathLike) -> AnnotationSet:
 
 
 def _read_lines(path: Path, kind: str) -> List[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LabelError(f"Aff-Wild2 {kind} file {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise LabelError(f"Aff-Wild2 {kind} file {str(path)!r} is not a text file") from None
-    lines = [line.strip() for line in text.splitlines()]
+    lines = [line.strip() for line in _read_text(path, f"Aff-Wild2 {kind} file").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -310,12 +319,7 @@ def load_csv(path: PathLike) -> AnnotationSet:
             bad value (the message names the line and the column).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LabelError(f"annotation CSV {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise LabelError(f"annotation CSV {str(path)!r} is not UTF-8 text") from None
+    text = _read_text(path, "annotation CSV")
     rows = [
         (n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
     ]

@@ -105,3 +105,23 @@ def test_unknown_label_files(tmp_path: Path) -> None:
     (tmp_path / "bag" / "metadata.yaml").write_text("x")
     with pytest.raises(LabelError, match=r"is a bag; label topics are read from bags"):
         load_labels(tmp_path / "bag")
+
+
+def test_unreadable_annotation_files_are_named(tmp_path: Path) -> None:
+    """All loaders read files the same way: missing, a folder, or not UTF-8 is a LabelError naming the file."""
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("valence,arousal\n0.1,0.2 # caf\xe9\n".encode("latin-1"))
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(LabelError, match=r"AFEW-VA annotation '.*nope\.json' does not exist"):
+        load_afew_va(tmp_path / "nope.json")
+    with pytest.raises(LabelError, match=r"Aff-Wild2 VA file '.*latin1\.txt' is not UTF-8 text"):
+        load_affwild2(va_path=latin1)
+    with pytest.raises(LabelError, match=r"Aff-Wild2 EXPR file '.*nope\.txt' does not exist"):
+        load_affwild2(tmp_path / "nope.txt")
+    with pytest.raises(LabelError, match=r"annotation CSV '.*folder\.csv' is a folder; pass the annotation file"):
+        load_csv(tmp_path / "folder.csv")
+    with pytest.raises(LabelError, match=r"annotation CSV '.*latin1\.txt' is not UTF-8 text"):
+        load_csv(latin1)
+    latin1.write_text("\n\n")
+    with pytest.raises(LabelError, match=r"Aff-Wild2 VA file '.*latin1\.txt' is empty"):
+        load_affwild2(va_path=latin1)
