@@ -9,18 +9,11 @@ from typing import List
 import pytest
 
 from ros2_affect.ros.diagnostics import ERROR, OK, WARN, NodeStatistics, Thresholds, evaluate, key_values
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.ros.helpers import ManualClock
 
 
 def test_rates_latency_and_drops_over_the_window() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     stats = NodeStatistics(rate_window_s=5.0, latency_samples=100, clock=clock)
     for i in range(100):  # 10 s of a 10 Hz camera, every other frame dropped, 1..50 ms latencies
         clock.now += 0.1
@@ -40,14 +33,14 @@ def test_rates_latency_and_drops_over_the_window() -> None:
 
 
 def test_latency_window_is_bounded() -> None:
-    stats = NodeStatistics(latency_samples=10, clock=Clock())
+    stats = NodeStatistics(latency_samples=10, clock=ManualClock(100.0))
     for v in [1000.0] * 50 + [5.0] * 10:
         stats.record_processed(v, 0)
     assert stats.snapshot().latency_p95_ms == 5.0
 
 
 def test_rate_before_a_full_window_uses_the_elapsed_time() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     stats = NodeStatistics(rate_window_s=10.0, clock=clock)
     for _ in range(4):
         clock.now += 0.5
@@ -56,7 +49,7 @@ def test_rate_before_a_full_window_uses_the_elapsed_time() -> None:
 
 
 def test_no_input_yet_is_a_warning() -> None:
-    snap = NodeStatistics(clock=Clock()).snapshot()
+    snap = NodeStatistics(clock=ManualClock(100.0)).snapshot()
     level, message = evaluate(snap, Thresholds())
     assert level == WARN and "no image received yet" in message
     assert math.isnan(snap.latency_p50_ms)
@@ -64,7 +57,7 @@ def test_no_input_yet_is_a_warning() -> None:
 
 
 def test_levels_follow_the_latency_thresholds() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     thresholds = Thresholds(latency_warn_ms=50.0, latency_error_ms=200.0, input_timeout_s=5.0)
     for latency, expected in ((20.0, OK), (80.0, WARN), (250.0, ERROR)):
         stats = NodeStatistics(clock=clock)
@@ -76,7 +69,7 @@ def test_levels_follow_the_latency_thresholds() -> None:
 
 
 def test_stale_input_and_errors_are_reported_once_per_period() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     stats = NodeStatistics(clock=clock)
     stats.record_received()
     stats.record_processed(10.0, 0)
@@ -90,7 +83,7 @@ def test_stale_input_and_errors_are_reported_once_per_period() -> None:
 
 
 def test_conversion_errors_warn() -> None:
-    stats = NodeStatistics(clock=Clock())
+    stats = NodeStatistics(clock=ManualClock(100.0))
     stats.record_received()
     stats.record_conversion_error("image encoding 'yuv422' is not supported")
     level, message = evaluate(stats.snapshot(), Thresholds())
@@ -98,7 +91,7 @@ def test_conversion_errors_warn() -> None:
 
 
 def test_key_values_put_extra_first_and_name_units() -> None:
-    stats = NodeStatistics(clock=Clock())
+    stats = NodeStatistics(clock=ManualClock(100.0))
     stats.record_received()
     stats.record_processed(12.345, 3)
     pairs = key_values(stats.snapshot(), [("backend", "onnxruntime"), ("model id", "m1")])

@@ -10,6 +10,7 @@ import pytest
 
 from ros2_affect.errors import InvalidImageError
 from ros2_affect.ros.runtime import LatestSlot, ProblemLog, problem_key, sibling_topic
+from tests.ros.helpers import ManualClock
 
 
 def test_slot_keeps_only_the_newest_item_and_counts_replacements() -> None:
@@ -63,17 +64,9 @@ def test_worker_always_processes_the_latest_frame_under_load() -> None:
     assert len(processed) + dropped == 300
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_problem_log_reports_new_problems_at_once_and_throttles_repeats() -> None:
     lines: List[str] = []
-    clock = Clock()
+    clock = ManualClock()
     log = ProblemLog(lines.append, period_s=10.0, clock=clock)
     for _ in range(30):  # a bad camera at 30 Hz for 1 s
         log.report("InvalidImageError:yuv422", "skipping image: encoding 'yuv422' is not supported")
