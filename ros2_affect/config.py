@@ -50,9 +50,13 @@ class LandmarksConfig:
 
     enabled: bool = True  #: refine the detector's eye keypoints (more precise alignment).
     crop_scale: float = 1.5  #: side of the square landmark crop, in face-box widths.
+    #: refine each track's eyes on one frame in n, in between they follow its box (2: half the
+    #: Face Mesh time; eye error on AFEW-VA 0.133 -> 0.135 inter-ocular distances).
+    every_n_frames: int = 2
 
     def validate(self) -> None:
         _check_range("landmarks.crop_scale", self.crop_scale, 1.0, 3.0)
+        _check_range("landmarks.every_n_frames", self.every_n_frames, 1, 30)
 
 
 @dataclass(frozen=True)

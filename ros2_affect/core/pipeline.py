@@ -79,6 +79,27 @@ def alignment_for_model(config: AlignmentConfig, model: Optional[AffectModel]) -
     return aligned
 
 
+@dataclasses.dataclass(frozen=True)
+class _RefinedEyes:
+    """A track's eyes from its latest Face Mesh run and the box they were found in."""
+
+    eyes_px: np.ndarray  #: (2, 2) float32
+    bbox_xyxy_px: np.ndarray  #: (4,) float32
+    frame_index: int  #: the pipeline's frame count when they were found
+    phase: int  #: with every_n_frames = n, refined on frames whose count % n == phase
+
+    def follow(self, bbox_xyxy_px: np.ndarray) -> np.ndarray:
+        """The eyes moved and scaled with the box: ``(2, 2)`` float32 in ``bbox_xyxy_px``'s frame."""
+        old = self.bbox_xyxy_px.astype(np.float64)
+        new = np.asarray(bbox_xyxy_px, dtype=np.float64)
+        old_size = max(float(np.sqrt((old[2] - old[0]) * (old[3] - old[1]))), 1e-6)
+        new_size = float(np.sqrt(max((new[2] - new[0]) * (new[3] - new[1]), 0.0)))
+        old_centre = (old[:2] + old[2:]) / 2
+        new_centre = (new[:2] + new[2:]) / 2
+        moved = new_centre + (self.eyes_px.astype(np.float64) - old_centre) * (new_size / old_size)
+        return moved.astype(np.float32)
+
+
 class AffectPipeline:
     """Runs the stages on one frame at a time. Build it with :func:`create_pipeline`.
 
@@ -107,8 +128,9 @@ class AffectPipeline:
         self.buffers = buffers
         self.frames_processed = 0
         self.faces_dropped_total = 0
-        #: track id -> ``(2, 2)`` refined eyes of its latest frame (live tracks only).
-        self._refined_eyes: Dict[str, np.ndarray] = {}
+        #: track id -> its latest refined eyes (live tracks only).
+        self._refined_eyes: Dict[str, _RefinedEyes] = {}
+        self._next_phase = 0
 
     @property
     def rejected_outputs(self) -> int:
@@ -199,23 +221,54 @@ class AffectPipeline:
         refined eyes of the same track are within a degree or two for a face that moves
         naturally, so one run suffices. Only the direction of the eye line is used, so
         the motion between frames does not matter.
+
+        With ``landmarks.every_n_frames`` = n > 1 a track's eyes are refined on one frame
+        in n; in between, its last refined eyes follow its detection box (moved and
+        scaled with it). Each track gets its own phase, so the refinements are spread
+        over the frames (about 1/n of the faces each frame) and no frame pays for all.
         """
         assert self.eye_locator is not None
-        guided = list(detections)
-        for track in tracks:
-            previous = self._refined_eyes.get(track.track_id)
-            if previous is not None:
-                guided[track.detection_index] = dataclasses.replace(detections[track.detection_index],
-                                                                    eyes_px=previous)
-        refined = self.eye_locator.refine(image, guided)
-        # Where the model did not trust its answer, keep the detector's own eyes.
-        out = [r if r.eyes_refined else d for d, r in zip(detections, refined, strict=True)]
-        for track in tracks:
-            face = out[track.detection_index]
-            if face.eyes_refined:
-                self._refined_eyes[track.track_id] = face.eyes_px
-            else:
-                self._refined_eyes.pop(track.track_id, None)
+        every = self.config.landmarks.every_n_frames
+        frame_index = self.frames_processed
+        track_of = {track.detection_index: track for track in tracks}
+        refine: List[int] = []
+        for i in range(len(detections)):
+            track = track_of.get(i)
+            state = self._refined_eyes.get(track.track_id) if track is not None else None
+            if state is None or frame_index - state.frame_index >= every or frame_index % every == state.phase:
+                refine.append(i)
+        out = list(detections)
+        if refine:
+            guided = []
+            for i in refine:
+                track = track_of.get(i)
+                state = self._refined_eyes.get(track.track_id) if track is not None else None
+                guided.append(dataclasses.replace(detections[i], eyes_px=state.eyes_px) if state else detections[i])
+            for i, result in zip(refine, self.eye_locator.refine(image, guided), strict=True):
+                # Where the model did not trust its answer, keep the detector's own eyes.
+                out[i] = result if result.eyes_refined else detections[i]
+                track = track_of.get(i)
+                if track is None:
+                    continue
+                if result.eyes_refined:
+                    previous = self._refined_eyes.get(track.track_id)
+                    if previous is not None:
+                        phase = previous.phase
+                    else:  # tracks born together get different phases: the work is spread
+                        phase = self._next_phase % every
+                        self._next_phase += 1
+                    self._refined_eyes[track.track_id] = _RefinedEyes(
+                        result.eyes_px, np.asarray(detections[i].bbox_xyxy_px, dtype=np.float32), frame_index, phase
+                    )
+                else:
+                    self._refined_eyes.pop(track.track_id, None)
+        refined = set(refine)
+        for i in range(len(detections)):
+            if i not in refined:
+                state = self._refined_eyes[track_of[i].track_id]
+                out[i] = dataclasses.replace(
+                    detections[i], eyes_px=state.follow(detections[i].bbox_xyxy_px), eyes_refined=True
+                )
         return out
 
     def _infer_temporal(self, tracks: List[Any], crops: np.ndarray, stamp_ns: int) -> List[Optional[AffectEstimate]]:

@@ -162,3 +162,47 @@ def test_bad_frame_mid_stream_is_rejected_without_disturbing_tracks(source: Scen
         later = run(pipeline, scene, range(3, 6))
     assert first[-1].faces[0].track_id == later[-1].faces[0].track_id
     assert later[-1].faces[0].affect is not None and later[-1].faces[0].affect.frames_used == 4
+
+
+def _count_face_mesh_runs(pipeline: AffectPipeline) -> List[int]:
+    """Count the landmark interpreter's invocations (instrumentation; the model still runs)."""
+    interpreter = pipeline.eye_locator._interpreter
+    invoke = interpreter.invoke
+    count = [0]
+
+    def counted() -> Any:
+        count[0] += 1
+        return invoke()
+
+    interpreter.invoke = counted
+    return count
+
+
+@pytest.mark.parametrize("every, runs_per_face", [(1, 1.0), (2, 0.5), (3, 1 / 3)])
+def test_eye_refinement_runs_face_mesh_once_per_face_per_n_frames(source: SceneSource, models: Dict[str, Path],
+                                                                  every: int, runs_per_face: float) -> None:
+    config = make_config(models, "none")
+    config = dataclasses.replace(config, landmarks=dataclasses.replace(config.landmarks, every_n_frames=every))
+    with create_pipeline(config, tracker_seed=6) as pipeline:
+        scene = calibrated(Scene(source, 4, (640, 480)), pipeline)
+        run(pipeline, scene, range(3))
+        runs = _count_face_mesh_runs(pipeline)
+        per_frame = []
+        for i in range(3, 27):
+            before = runs[0]
+            result = pipeline.process(Frame(scene.render(i), (i + 1) * NS, "cam"))
+            per_frame.append(runs[0] - before)
+            assert len(result.faces) == 4
+            for face in result.faces:
+                # Refined or carried along with the box: the eyes stay inside the face box.
+                assert face.detection.eyes_refined
+                x1, y1, x2, y2 = face.detection.bbox_xyxy_px
+                assert np.all((face.detection.eyes_px >= [x1, y1]) & (face.detection.eyes_px <= [x2, y2]))
+        faces = 4 * len(per_frame)
+        # Levelled on the previous frame's eyes, a steady face needs one Face Mesh pass, not two.
+        assert sum(per_frame) <= 1.1 * runs_per_face * faces
+        assert sum(per_frame) >= runs_per_face * faces * 0.9
+        # The work is spread: no frame refines every face when n > 1.
+        if every > 1:
+            assert max(per_frame) <= -(-4 // every) + 1
+        assert set(pipeline._refined_eyes) <= set(pipeline.tracker.live_track_ids)
