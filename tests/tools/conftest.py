@@ -11,7 +11,7 @@ from tests.bags.helpers import make_frame_model
 
 
 @pytest.fixture(scope="session")
-def contract_frame_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def frame_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seeded contract frame graph of tests/bags/helpers.py (regressed valence/arousal)."""
     return make_frame_model(tmp_path_factory.mktemp("model") / "frame.onnx")
 

@@ -28,14 +28,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(contract_frame_model: Path) -> Path:
-    return contract_frame_model
-
-
-@pytest.fixture(scope="module")
-def afew(afew_bag: Path, model: Path, work: Path) -> Dict[str, Path]:
+def afew(afew_bag: Path, frame_model: Path, work: Path) -> Dict[str, Path]:
     """make-bag of the clip (labels recorded), then replay with the contract model (measured latency)."""
-    replay(afew_bag, work / "out", config=pipeline_config(model))
+    replay(afew_bag, work / "out", config=pipeline_config(frame_model))
     return {"in": afew_bag, "out": work / "out"}
 
 
@@ -158,7 +153,7 @@ def test_varying_csv_labels_with_expressions_and_stamp_tolerance(afew: Dict[str,
 
 
 def test_a_covered_camera_fragments_the_track_into_one_id_switch(
-    afew_frames: List[np.ndarray], model: Path, tmp_path: Path
+    afew_frames: List[np.ndarray], frame_model: Path, tmp_path: Path
 ) -> None:
     """10 frames of the face, 12 black frames (more than tracker.max_misses), 10 frames again."""
     folder = tmp_path / "frames"
@@ -169,7 +164,7 @@ def test_a_covered_camera_fragments_the_track_into_one_id_switch(
     csv = tmp_path / "labels.csv"
     csv.write_text("frame,valence,arousal\n" + "".join(f"{i},0.1,0.2\n" for i in range(32)))
     make_bag(folder, tmp_path / "in", labels=[csv], compression="png")
-    replay(tmp_path / "in", tmp_path / "out", config=pipeline_config(model), copy_input=True)
+    replay(tmp_path / "in", tmp_path / "out", config=pipeline_config(frame_model), copy_input=True)
     assert main(["evaluate", str(tmp_path / "out"), "--out", str(tmp_path / "eval")]) == 0
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert m["labels"].startswith("topic /affect_annotations")  # copied into the replay output

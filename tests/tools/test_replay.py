@@ -23,13 +23,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(contract_frame_model: Path) -> Path:
-    return contract_frame_model
-
-
-@pytest.fixture(scope="module")
-def afew_out(afew_bag: Path, model: Path, work: Path) -> Path:
-    replay(afew_bag, work / "afew_out", config=pipeline_config(model), latency="zero")
+def afew_out(afew_bag: Path, frame_model: Path, work: Path) -> Path:
+    replay(afew_bag, work / "afew_out", config=pipeline_config(frame_model), latency="zero")
     return work / "afew_out"
 
 
@@ -107,11 +102,11 @@ def test_mcap_output_decodes_with_an_independent_reader(afew_out: Path) -> None:
         assert (fb.direction.x, fb.has_direction) == (0.0, False)
 
 
-def test_replay_is_deterministic(afew_bag: Path, afew_out: Path, model: Path, tmp_path: Path) -> None:
-    replay(afew_bag, tmp_path / "again", config=pipeline_config(model), latency="zero", storage="sqlite3")
+def test_replay_is_deterministic(afew_bag: Path, afew_out: Path, frame_model: Path, tmp_path: Path) -> None:
+    replay(afew_bag, tmp_path / "again", config=pipeline_config(frame_model), latency="zero", storage="sqlite3")
     assert _messages(tmp_path / "again") == _messages(afew_out)  # same bytes, same bag times, other storage
     # measured latency: only processing_latency_ms may differ
-    replay(afew_bag, tmp_path / "measured", config=pipeline_config(model))
+    replay(afew_bag, tmp_path / "measured", config=pipeline_config(frame_model))
     measured = _decoded(tmp_path / "measured")
     assert all(a.processing_latency_ms > 0 for a in measured)
     store = create_bag_typestore()
@@ -122,10 +117,10 @@ def test_replay_is_deterministic(afew_bag: Path, afew_out: Path, model: Path, tm
 
 @pytest.mark.parametrize("name", sorted(THIRD_PARTY_BAGS))
 def test_third_party_bags_give_one_empty_array_per_image(
-    rosbags_dir: Path, model: Path, tmp_path: Path, name: str
+    rosbags_dir: Path, frame_model: Path, tmp_path: Path, name: str
 ) -> None:
     storage, topic, _, count = THIRD_PARTY_BAGS[name]
-    result = replay(rosbags_dir / name, tmp_path / "out", config=pipeline_config(model))
+    result = replay(rosbags_dir / name, tmp_path / "out", config=pipeline_config(frame_model))
     assert (result.images, result.arrays, result.faces, result.skipped) == (count, count, 0, [])
     assert result.image_topic == topic and result.compressed
     with BagReader(rosbags_dir / name) as bag:
@@ -211,10 +206,10 @@ def test_topic_errors_list_what_the_bag_has(rosbags_dir: Path, afew_bag: Path, t
     assert not (tmp_path / "y").exists()
 
 
-def test_cli_replays_and_reports_errors(rosbags_dir: Path, model: Path, tmp_path: Path, capsys: Any) -> None:
+def test_cli_replays_and_reports_errors(rosbags_dir: Path, frame_model: Path, tmp_path: Path, capsys: Any) -> None:
     src = rosbags_dir / "ros2_aruco_images_mcap"
     args = ["replay", str(src), "--out", str(tmp_path / "out"), "--set", "model.kind=frame"]
-    assert main(args + ["--set", f"model.frame_model={model}", "--storage", "sqlite3"]) == 0
+    assert main(args + ["--set", f"model.frame_model={frame_model}", "--storage", "sqlite3"]) == 0
     assert "wrote" in capsys.readouterr().out
     with BagReader(tmp_path / "out") as out:
         assert out.storage == "sqlite3" and out.topics[FACES_TOPIC].count == 1
@@ -243,7 +238,7 @@ def test_corrupt_input_is_a_bag_error_naming_the_file(rosbags_dir: Path, tmp_pat
 
 
 def test_run_accepts_a_bag_and_writes_the_same_output_bag_as_replay(
-    afew_bag: Path, model: Path, tmp_path: Path
+    afew_bag: Path, frame_model: Path, tmp_path: Path
 ) -> None:
     """`ros2-affect run BAG` (tools/inputs.py's bag source) writes DIR/bag exactly as replay does."""
     import json
@@ -252,12 +247,12 @@ def test_run_accepts_a_bag_and_writes_the_same_output_bag_as_replay(
     from ros2_affect.assets import default_config_path
 
     text = default_config_path().read_text().replace("kind: temporal", "kind: frame")
-    config.write_text(text.replace('frame_model: ""', f'frame_model: "{model}"'))
+    config.write_text(text.replace('frame_model: ""', f'frame_model: "{frame_model}"'))
     args = ["run", str(afew_bag), "--out", str(tmp_path / "run"), "--config", str(config), "--seed", "0"]
     assert main(args + ["--no-video"]) == 0
     lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 42 and all(len(json.loads(line)["faces"]) == 1 for line in lines)
-    replay(afew_bag, tmp_path / "replayed", config=pipeline_config(model), seed=0)
+    replay(afew_bag, tmp_path / "replayed", config=pipeline_config(frame_model), seed=0)
     from_run, from_replay = _decoded(tmp_path / "run" / "bag"), _decoded(tmp_path / "replayed")
     assert len(from_run) == len(from_replay) == 42
     store = create_bag_typestore()
