@@ -51,7 +51,7 @@ def _soak(source: SceneSource, models: Dict[str, Path], size_wh: Any, faces: int
     with create_pipeline(config, tracker_seed=0) as pipeline:
         scene = ChurnScene(source, faces, size_wh, on_frames=30, off_frames=15)
         scene.calibrate(detector_boxes(pipeline))
-        report = soak(pipeline, scene, MessageKit(), frames, warmup)
+        report = soak(pipeline, scene, MessageKit("bgr8"), frames, warmup)
         assert pipeline.frames_processed == frames
     return report
 

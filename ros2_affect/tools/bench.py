@@ -47,6 +47,8 @@ MODEL_STAGES = ("detect", "landmarks", "infer")
 MIN_FACE_SHARE = 0.85
 
 FRAME_PERIOD_NS = 33_333_333  # 30 fps stamps
+#: Input message kinds ``--encoding`` accepts.
+ENCODINGS = ("rgb8", "bgr8", "jpeg")
 
 
 def _csv(kind: Any) -> Any:
@@ -86,6 +88,9 @@ def add_parser(subparsers: Any) -> None:
                         help="model kinds: frame, temporal, none (default frame,temporal)")
     parser.add_argument("--backends", type=_csv(str), default=["onnxruntime"],
                         help="inference backends (default onnxruntime); unavailable ones are reported as skipped")
+    parser.add_argument("--encoding", choices=ENCODINGS, default="rgb8",
+                        help="how frames arrive: raw sensor_msgs/Image rgb8 or bgr8, or CompressedImage jpeg "
+                             "(quality 90) (default rgb8)")
     parser.add_argument("--soak-frames", type=int, default=0,
                         help="also run this many frames of faces appearing/disappearing and report RSS growth")
     parser.add_argument("--config", type=Path, default=None,
@@ -201,24 +206,45 @@ def peak_rss_mb() -> float:
 
 
 class MessageKit:
-    """rosbags message classes: the input Image and the output FaceAffectArray."""
+    """rosbags message classes: the input Image/CompressedImage and the output FaceAffectArray.
 
-    def __init__(self) -> None:
+    Args:
+        encoding: ``rgb8`` or ``bgr8`` (a raw sensor_msgs/Image) or ``jpeg`` (a
+            sensor_msgs/CompressedImage as image_transport's compressed plugin sends it).
+    """
+
+    def __init__(self, encoding: str = "rgb8") -> None:
         from ros2_affect.ros.messages import rosbags_message_types
         from ros2_affect.ros.msg_types import create_typestore
 
+        if encoding not in ENCODINGS:
+            raise ConfigError(f"--encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
+        self.encoding = encoding
         store = create_typestore("humble")
         self.Image = store.types["sensor_msgs/msg/Image"]
+        self.CompressedImage = store.types["sensor_msgs/msg/CompressedImage"]
         self.Header = store.types["std_msgs/msg/Header"]
         self.Time = store.types["builtin_interfaces/msg/Time"]
         self.out = rosbags_message_types(store)
 
     def image(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera_optical_frame") -> Any:
-        """A sensor_msgs/Image (rgb8, no padding) holding ``rgb``'s bytes, as a driver publishes it."""
+        """The message a camera driver would publish for ``rgb`` (no row padding)."""
+        import cv2
+
         h, w = rgb.shape[:2]
         header = self.Header(stamp=self.Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
-        return self.Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
-                          data=np.ascontiguousarray(rgb).reshape(-1).copy())
+        if self.encoding == "jpeg":
+            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            assert ok
+            return self.CompressedImage(header=header, format="rgb8; jpeg compressed bgr8", data=jpeg.reshape(-1))
+        pixels = rgb if self.encoding == "rgb8" else rgb[:, :, ::-1]
+        return self.Image(header=header, height=h, width=w, encoding=self.encoding, is_bigendian=0, step=w * 3,
+                          data=np.ascontiguousarray(pixels).reshape(-1).copy())
+
+    def decode(self, msg: Any) -> np.ndarray:
+        from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+
+        return compressed_msg_to_rgb(msg) if self.encoding == "jpeg" else image_msg_to_rgb(msg)
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -235,14 +261,13 @@ class FrameTiming:
 
 
 def timed_frame(pipeline: Any, kit: MessageKit, msg: Any, stamp_ns: int) -> Tuple[FrameTiming, Any]:
-    """Decode -> pipeline -> message for one Image message; returns the timing and the result."""
+    """Decode -> pipeline -> message for one image message; returns the timing and the result."""
     from ros2_affect.core.types import Frame
-    from ros2_affect.ros.conversions import image_msg_to_rgb
     from ros2_affect.ros.messages import build_face_affect_array
 
     c0 = time.process_time()
     t0 = time.perf_counter()
-    rgb = image_msg_to_rgb(msg)
+    rgb = kit.decode(msg)
     t1 = time.perf_counter()
     result = pipeline.process(Frame(rgb, stamp_ns, msg.header.frame_id))
     t2 = time.perf_counter()
@@ -388,13 +413,16 @@ def main(args: argparse.Namespace) -> int:
     machine = machine_info()
     rss_begin = rss_mb()
     source = SceneSource.load()
-    kit = MessageKit()
+    kit = MessageKit(args.encoding)
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
           f"onnxruntime {machine['onnxruntime']}, mediapipe {machine['mediapipe']}, "
           f"load average {machine['loadavg_1min']}")
     print(f"scenes: {source.description}")
-    print(f"pipeline: detector {base.detector.model} (detect_scale {base.detector.detect_scale}), "
-          f"landmarks {'on' if base.landmarks.enabled else 'off'}, model threads {base.model.threads}")
+    raw = args.encoding != "jpeg"
+    print(f"input: sensor_msgs/{'Image ' if raw else 'CompressedImage '}{args.encoding}")
+    print(f"pipeline: detector {base.detector.model} (detect_scale {base.detector.detect_scale}), landmarks "
+          f"{'on, every ' + str(base.landmarks.every_n_frames) + ' frame(s)' if base.landmarks.enabled else 'off'}, "
+          f"model threads {base.model.threads}")
     if args.overrides:
         print(f"overrides: {' '.join(args.overrides)}")
     print("times in ms per frame (means for stages); found = faces the pipeline reported per frame (mean); "
@@ -455,6 +483,7 @@ def main(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
     if args.json:
+        machine["input"] = args.encoding
         print(json.dumps({"machine": machine, "overhead_ratio": ratio, "results": results, "memory": memory}))
     if failures and not args.no_check:
         raise BenchCheckError(

@@ -96,12 +96,14 @@ def test_fallback_to_the_bundled_sample_without_shared_data(tmp_path: Path, dete
 
 def test_bench_json_last_line(models: Dict[str, Path], afew_clip_dir: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["bench", "--json", "--frames", "6", "--warmup", "2", "--resolutions", "640x480", "--faces", "1,2",
-            "--models", "frame,temporal", "--backends", "onnxruntime,tensorrt"] + _model_args(models)
+            "--models", "frame,temporal", "--backends", "onnxruntime,tensorrt", "--encoding", "jpeg"]
+    argv += _model_args(models)
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert set(report) == {"machine", "overhead_ratio", "results", "memory"}
     assert report["machine"]["cores"] >= 1 and report["machine"]["onnxruntime"]
+    assert report["machine"]["input"] == "jpeg"
     assert 0.0 < report["overhead_ratio"] < 1.0
     measured = [r for r in report["results"] if "skipped" not in r]
     assert [(r["faces"], r["model"]) for r in measured] == [(1, "frame"), (1, "temporal"), (2, "frame"),
@@ -111,6 +113,7 @@ def test_bench_json_last_line(models: Dict[str, Path], afew_clip_dir: Path, caps
         assert r["fps"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert set(r["stages_ms"]) == set(bench.STAGE_KEYS)
         assert r["stages_ms"]["detect"] > 0 and r["stages_ms"]["landmarks"] > 0 and r["stages_ms"]["infer"] > 0
+        assert r["stages_ms"]["decode"] > 0.05  # a 640x480 JPEG decode, not a no-op
         assert r["faces_found_mean"] >= 0.85 * r["faces"]
         assert r["rejected_outputs"] == 0
     try:
