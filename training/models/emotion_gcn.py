@@ -1,0 +1,145 @@
+"""Emotion-GCN frame model (Antoniadis, Filntisis & Maragos, FG 2021, "Exploiting
+Emotional Dependencies with Graph Convolutional Networks for Facial Expression
+Recognition").
+
+A graph has one node per expression class (and optionally two more, ``valence`` and
+``arousal``). Node features are fixed word embeddings of the node names
+(:mod:`training.label_embeddings`); the adjacency comes from label co-occurrence in the
+training set (:func:`training.label_embeddings.build_adjacency`). A 2-layer GCN with
+LeakyReLU(0.2) maps the node embeddings to one weight vector per node, of the image
+feature's size D; class logits (and regressed valence/arousal) are dot products of the
+pooled image feature with those vectors::
+
+    H1 = LeakyReLU(A_hat @ E @ W1)         E: (P, E_dim) node embeddings, A_hat: (P, P)
+    W  = A_hat @ H1 @ W2                   (P, D): classifier (K rows) + regressor rows
+    logits = f @ W[:K].T + b               f: (N, D) backbone feature
+    va     = f @ W[K:].T                   (P = K + 2 nodes), or derived (below)
+
+E and A_hat are constant, so W is a constant of the trained model: :meth:`fold` returns it
+and export replaces the GCN by a plain linear layer (backbone + matmul in the ONNX graph).
+
+Valence/arousal output: with the 9-node graph (``va_nodes=True``) it is regressed; with
+the 7-node graph it is the expectation of per-class coordinates ``va_table`` (K, 2) under
+the softmax (the runtime's "derived" valence/arousal; Russell & Mehrabian 1977, see
+:mod:`ros2_affect.core.valence_arousal`), or zeros when no table is given.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ros2_affect.errors import ConfigError
+from training.models.backbones import BACKBONES
+
+
+class EmotionGCN(nn.Module):
+    role = "frame"
+
+    def __init__(
+        self,
+        num_classes: int = 7,
+        in_channels: int = 1,
+        backbone: str = "compact_cnn",
+        backbone_kwargs: Optional[dict] = None,
+        node_embeddings: Optional[Sequence[Sequence[float]]] = None,
+        adjacency: Optional[Sequence[Sequence[float]]] = None,
+        va_nodes: bool = False,
+        va_table: Optional[Sequence[Sequence[float]]] = None,
+        gcn_hidden: int = 512,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(sorted(BACKBONES))}")
+        self.backbone = BACKBONES[backbone](in_channels=in_channels, **(backbone_kwargs or {}))
+        self.num_classes = int(num_classes)
+        self.va_nodes = bool(va_nodes)
+        n_nodes = self.num_classes + (2 if self.va_nodes else 0)
+        if node_embeddings is None:
+            from training.label_embeddings import load_label_embeddings
+
+            node_embeddings = load_label_embeddings(n_nodes)
+        emb = torch.as_tensor(np.asarray(node_embeddings, dtype=np.float32))
+        if adjacency is None:
+            adjacency = np.eye(n_nodes, dtype=np.float32)
+        adj = torch.as_tensor(np.asarray(adjacency, dtype=np.float32))
+        if emb.shape[0] != n_nodes or adj.shape != (n_nodes, n_nodes):
+            raise ConfigError(
+                f"Emotion-GCN with {self.num_classes} classes and va_nodes={self.va_nodes} needs {n_nodes} nodes: "
+                f"got embeddings {tuple(emb.shape)} and adjacency {tuple(adj.shape)}"
+            )
+        self.register_buffer("node_embeddings", emb)
+        self.register_buffer("adjacency", adj)
+        if va_table is not None:
+            vt = torch.as_tensor(np.asarray(va_table, dtype=np.float32))
+            if vt.shape != (self.num_classes, 2):
+                raise ConfigError(f"va_table must be ({self.num_classes}, 2), got {tuple(vt.shape)}")
+            self.register_buffer("va_table", vt)
+        else:
+            self.va_table = None
+        self.feature_dim = int(self.backbone.feature_dim)
+        self.gc1 = nn.Linear(emb.shape[1], gcn_hidden, bias=False)
+        self.gc2 = nn.Linear(gcn_hidden, self.feature_dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(self.num_classes))
+        self.dropout = nn.Dropout(dropout)
+
+    def node_weights(self) -> torch.Tensor:
+        """(P, D) per-node weight vectors produced by the GCN (a constant after training)."""
+        h = F.leaky_relu(self.adjacency @ self.gc1(self.node_embeddings), 0.2)
+        return self.adjacency @ self.gc2(h)
+
+    def fold(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(W_cls (K, D), b_cls (K,), W_va (2, D) or None)``, the GCN evaluated once."""
+        with torch.no_grad():
+            w = self.node_weights().float()
+        k = self.num_classes
+        return w[:k].clone(), self.bias.detach().clone(), (w[k:].clone() if self.va_nodes else None)
+
+    def head(self, features: torch.Tensor, w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        k = self.num_classes
+        f = self.dropout(features)
+        logits = f @ w[:k].t().to(f.dtype) + self.bias.to(f.dtype)
+        if self.va_nodes:
+            va = f @ w[k:].t().to(f.dtype)
+        elif self.va_table is not None:
+            va = torch.softmax(logits.float(), dim=1) @ self.va_table
+        else:
+            va = torch.zeros(features.shape[0], 2, dtype=logits.dtype, device=logits.device)
+        return logits, va
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``image`` (N, C, S, S) float32 -> ``(logits (N, K), valence_arousal (N, 2))``."""
+        return self.head(self.backbone(image), self.node_weights())
+
+
+class BackboneClassifier(nn.Module):
+    """Plain baseline: backbone + linear expression head + linear valence/arousal head."""
+
+    role = "frame"
+
+    def __init__(
+        self,
+        num_classes: int = 7,
+        in_channels: int = 1,
+        backbone: str = "compact_cnn",
+        backbone_kwargs: Optional[dict] = None,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(sorted(BACKBONES))}")
+        self.backbone = BACKBONES[backbone](in_channels=in_channels, **(backbone_kwargs or {}))
+        self.num_classes = int(num_classes)
+        self.feature_dim = int(self.backbone.feature_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        self.regressor = nn.Linear(self.feature_dim, 2)
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        f = self.dropout(self.backbone(image))
+        return self.classifier(f), torch.tanh(self.regressor(f))

@@ -1,0 +1,454 @@
+"""Train an affect model: ``python -m training.train --config config/train/X.yaml [--set k=v ...]``.
+
+Data are held in memory as uint8 tensors and augmented per batch in torch
+(:mod:`training.augment`, :mod:`training.sequences`), which keeps a 2-core CPU busy with
+the network instead of with data loading.
+
+Run folder ``<run.out_dir>/<run.name>/``: ``config.yaml`` (effective config), ``log.csv``
+(one row per epoch), ``tb/`` (TensorBoard), ``last.pt`` (every epoch, for ``--resume``)
+and ``best.pt`` (best ``optim.select_metric`` on the validation split). Checkpoint format:
+:mod:`training.checkpoint`.
+
+Models:
+* frame models (``emotion_gcn``, ``compact_cnn``, ...): images -> (logits, valence/arousal);
+  cross-entropy with label smoothing, plus (Emotion-GCN with ``graph.va_nodes``) a CCC
+  loss on valence/arousal targets derived from the labels with the Russell & Mehrabian
+  (1977) coordinates (:mod:`ros2_affect.core.valence_arousal`).
+* temporal models (``cnn_rnn``): sequences made from stills (:mod:`training.sequences`);
+  ``model.init_from`` copies a trained frame model's backbone into the encoder and
+  ``model.freeze_encoder`` trains only the recurrent head.
+
+Losses come from :mod:`training.losses` (``weighted_cross_entropy``, ``ccc_loss``,
+``class_weights_from_counts``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ros2_affect.config import AlignmentConfig
+from ros2_affect.core.types import CANONICAL_EXPRESSIONS
+from ros2_affect.core.valence_arousal import check_mapping
+from ros2_affect.errors import ConfigError
+from training.augment import augment_batch, normalize, to_float_batch
+from training.checkpoint import FORMAT
+from training.config import TrainConfig, dump_config, load_train_config, to_dict
+from training.data.fer2013 import load_fer2013
+from training.label_embeddings import build_adjacency, label_table
+from training.losses import ccc_loss, class_weights_from_counts, weighted_cross_entropy
+from training.models import create_model
+from training.sequences import make_sequences
+
+#: Seed of the fixed validation sequences (temporal models), independent of run.seed.
+VAL_SEQUENCE_SEED = 20131
+
+
+# ----------------------------------------------------------------------------- data
+def load_split(cfg: TrainConfig, split: str, subset: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """-> ``(images (N, 1, S, S) uint8, labels (N,) int64)``, S = data.input_size."""
+    if cfg.data.dataset != "fer2013":
+        raise ConfigError(f"data.dataset {cfg.data.dataset!r} is not supported by training.train; accepted: fer2013")
+    d = load_fer2013(cfg.data.path, split)
+    images, labels = d.images, d.labels
+    if subset and subset < len(labels):
+        # Stratification is not needed for smoke tests; a seeded permutation keeps it reproducible.
+        idx = np.random.default_rng(seed).permutation(len(labels))[:subset]
+        images, labels = images[idx], labels[idx]
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
+    s = cfg.data.input_size
+    if x.shape[-1] != s:
+        x = F.interpolate(x.float(), size=(s, s), mode="area").round().clamp(0, 255).to(torch.uint8)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- model
+def build_model(cfg: TrainConfig, train_labels: np.ndarray) -> Tuple[nn.Module, Dict[str, Any], str]:
+    """-> (model, model_kwargs for the checkpoint, va_mode)."""
+    k = len(CANONICAL_EXPRESSIONS)
+    kwargs: Dict[str, Any] = {"num_classes": k, "in_channels": len(cfg.model.mean)}
+    kwargs.update(cfg.model.kwargs)
+    va_table = check_mapping(CANONICAL_EXPRESSIONS)
+    adjacency = None
+    if cfg.model.name == "emotion_gcn":
+        kwargs["va_nodes"] = cfg.graph.va_nodes
+        if not cfg.graph.va_nodes:
+            kwargs["va_table"] = va_table.tolist()
+        va = va_table[train_labels] if cfg.graph.va_nodes else None
+        adjacency = build_adjacency(label_table(train_labels, k, va), cfg.graph.tau, cfg.graph.p)
+        model = create_model(cfg.model.name, adjacency=adjacency, **kwargs)
+    else:
+        if cfg.model.name == "cnn_rnn":
+            t = kwargs.setdefault("sequence_length", cfg.sequence.length)
+            if t != cfg.sequence.length:
+                raise ConfigError(
+                    f"model.kwargs.sequence_length={t} differs from sequence.length={cfg.sequence.length}; "
+                    "set only sequence.length"
+                )
+        model = create_model(cfg.model.name, **kwargs)
+    return model, kwargs, "derived"
+
+
+def init_encoder_from(model: nn.Module, path: str) -> None:
+    from training.checkpoint import load_checkpoint
+
+    src, _ = load_checkpoint(path)
+    backbone = getattr(src, "backbone", None) or getattr(src, "encoder", None)
+    target = getattr(model, "encoder", None) or getattr(model, "backbone", None)
+    if backbone is None or target is None:
+        raise ConfigError(f"model.init_from {path}: no backbone/encoder to copy between these models")
+    target.load_state_dict(backbone.state_dict())
+
+
+# ----------------------------------------------------------------------------- schedule
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    if warmup > 0 and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    prog = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * 0.5 * (1.0 + math.cos(math.pi * prog))
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _autocast(cfg: TrainConfig) -> Any:
+    dev = "cuda" if cfg.run.device.startswith("cuda") else "cpu"
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled=cfg.run.bf16)
+
+
+def _prep(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    x = normalize(x, cfg.model.mean, cfg.model.std).to(cfg.run.device)
+    if cfg.run.channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def predict_frames(
+    model: nn.Module, images: torch.Tensor, cfg: TrainConfig, batch: int = 512, flip: bool = False
+) -> torch.Tensor:
+    """Class probabilities (N, K) float32 of a frame model on un-augmented uint8 images."""
+    model.eval()
+    out = []
+    for i in range(0, images.shape[0], batch):
+        x = _prep(to_float_batch(images[i : i + batch]), cfg)
+        with _autocast(cfg):
+            p = torch.softmax(model(x)[0].float(), 1)
+            if flip:
+                p = 0.5 * (p + torch.softmax(model(torch.flip(x, dims=[3]))[0].float(), 1))
+        out.append(p.cpu())
+    return torch.cat(out)
+
+
+def encode_frames(encoder: nn.Module, frames: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """frames (M, C, S, S) float 0..255 -> features (M, D) float32 (caller handles grad mode)."""
+    with _autocast(cfg):
+        return encoder(_prep(frames, cfg)).float()
+
+
+@torch.no_grad()
+def predict_sequences(model: nn.Module, seqs: torch.Tensor, cfg: TrainConfig, batch: int = 64) -> torch.Tensor:
+    """Class probabilities (N, K) of a temporal model on sequences (N, T, C, S, S) float 0..255."""
+    model.eval()
+    out = []
+    for i in range(0, seqs.shape[0], batch):
+        s = seqs[i : i + batch]
+        n, t = s.shape[:2]
+        f = encode_frames(model.encoder, s.reshape(n * t, *s.shape[2:]), cfg).reshape(n, t, -1)
+        out.append(torch.softmax(model.sequence_head(f)[0].float(), 1).cpu())
+    return torch.cat(out)
+
+
+def validation_sequences(images: torch.Tensor, cfg: TrainConfig, seed: int = VAL_SEQUENCE_SEED) -> torch.Tensor:
+    """The fixed-seed validation sequences (N, T, C, S, S) float 0..255 built from stills."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([make_sequences(images[i : i + 256], cfg.sequence, g) for i in range(0, len(images), 256)])
+
+
+def summarize(probs: torch.Tensor, labels: torch.Tensor, k: int) -> Dict[str, Any]:
+    pred = probs.argmax(1)
+    cm = torch.zeros(k, k, dtype=torch.int64)
+    cm.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    recall = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+    return {"acc": float((pred == labels).float().mean()), "per_class_recall": recall, "confusion": cm.tolist()}
+
+
+# ----------------------------------------------------------------------------- training
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(cfg.run.threads)
+        torch.manual_seed(cfg.run.seed)
+        random.seed(cfg.run.seed)
+        self.gen = torch.Generator().manual_seed(cfg.run.seed)
+
+        self.train_x, self.train_y = load_split(cfg, cfg.data.train_split, cfg.data.train_subset, cfg.run.seed)
+        self.val_x, self.val_y = load_split(cfg, cfg.data.val_split, cfg.data.val_subset, cfg.run.seed + 1)
+        self.k = len(CANONICAL_EXPRESSIONS)
+        self.model, self.model_kwargs, self.va_mode = build_model(cfg, self.train_y.numpy())
+        self.temporal = getattr(self.model, "role", "frame") == "temporal"
+        if cfg.model.init_from:
+            init_encoder_from(self.model, cfg.model.init_from)
+        self.model.to(cfg.run.device)
+        if cfg.run.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.temporal and cfg.model.freeze_encoder:
+            for p in self.model.encoder.parameters():
+                p.requires_grad_(False)
+        self.va_table = torch.as_tensor(check_mapping(CANONICAL_EXPRESSIONS), dtype=torch.float32)
+        self.regress_va = bool(getattr(self.model, "va_nodes", False))
+        counts = np.bincount(self.train_y.numpy(), minlength=self.k)
+        self.class_weights = (
+            class_weights_from_counts(counts).to(cfg.run.device) if cfg.optim.class_weighting == "inverse" else None
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optim.optimizer == "adamw":
+            self.opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr)
+        else:
+            self.opt = torch.optim.SGD(
+                groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov
+            )
+        n = self.train_x.shape[0]
+        self.steps_per_epoch = max(1, n // cfg.optim.batch_size)
+        if cfg.optim.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.optim.steps_per_epoch)
+        self.epoch = 0
+        self.step = 0
+        self.epochs_planned = cfg.optim.epochs
+        self.best = -1.0
+        self.best_epoch = -1
+        self.elapsed_s = 0.0
+        self.val_seqs: Optional[torch.Tensor] = None
+        if resume:
+            self._resume(resume)
+        dump_config(cfg, self.run_dir / "config.yaml")
+
+    # -- checkpoints
+    def _state(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+        cfg = self.cfg
+        align = dataclasses.asdict(AlignmentConfig())
+        align["output_size_px"] = cfg.data.input_size
+        align["grayscale"] = len(cfg.model.mean) == 1
+        sd = {k: v.detach().float().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        return {
+            "format": FORMAT,
+            "model_name": cfg.model.name,
+            "model_kwargs": self.model_kwargs,
+            "state_dict": sd,
+            "class_names": list(CANONICAL_EXPRESSIONS),
+            "input_size": cfg.data.input_size,
+            "channels": len(cfg.model.mean),
+            "mean": list(cfg.model.mean),
+            "std": list(cfg.model.std),
+            "alignment": align,
+            "sequence_length": int(getattr(self.model, "sequence_length", 1)),
+            "va_mode": self.va_mode,
+            "training_data": f"{cfg.data.dataset} {cfg.data.train_split} ({self.train_x.shape[0]} images)",
+            "config": to_dict(cfg),
+            "epoch": self.epoch,
+            "metrics": metrics,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": {
+                "step": self.step,
+                "epochs_planned": self.epochs_planned,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "elapsed_s": self.elapsed_s,
+            },
+            "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state()},
+        }
+
+    def _save(self, state: Dict[str, Any], name: str) -> None:
+        tmp = self.run_dir / (name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.run_dir / name)  # atomic: a crash never leaves a half-written checkpoint
+
+    def _resume(self, path: str) -> None:
+        p = self.run_dir / "last.pt" if path == "auto" else Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"--resume: no checkpoint at {p}; give a last.pt path, or no value for {self.run_dir}/last.pt"
+            )
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+        if ck.get("format") != FORMAT or ck.get("model_name") != self.cfg.model.name:
+            raise ConfigError(f"--resume: {p} is not a {self.cfg.model.name!r} checkpoint of this trainer")
+        self.model.load_state_dict(ck["state_dict"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.epoch = int(ck["epoch"])
+        s = ck["scheduler"]
+        self.step, self.epochs_planned = int(s["step"]), int(s["epochs_planned"])
+        self.best, self.best_epoch, self.elapsed_s = float(s["best"]), int(s["best_epoch"]), float(s["elapsed_s"])
+        self.gen.set_state(ck["rng"]["gen"])
+        torch.set_rng_state(ck["rng"]["torch"])
+
+    # -- one epoch
+    def _loss(self, logits: torch.Tensor, va: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        o = self.cfg.optim
+        loss = weighted_cross_entropy(logits.float(), y, self.class_weights, o.label_smoothing)
+        if self.regress_va and o.va_loss_weight > 0:
+            loss = loss + o.va_loss_weight * ccc_loss(va.float(), self.va_table.to(y.device)[y])
+        return loss
+
+    def train_epoch(self) -> Dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        if self.temporal and cfg.model.freeze_encoder:
+            self.model.encoder.eval()  # frozen BN statistics too
+        perm = torch.randperm(self.train_x.shape[0], generator=self.gen)
+        bs = cfg.optim.batch_size
+        total_steps = self.epochs_planned * self.steps_per_epoch
+        warm = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.time()
+        it: Any = range(self.steps_per_epoch)
+        if cfg.run.progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"epoch {self.epoch + 1}/{self.epochs_planned}", mininterval=20, leave=False)
+        for i in it:
+            idx = perm[i * bs : (i + 1) * bs]
+            xb, y = self.train_x[idx], self.train_y[idx].to(cfg.run.device)
+            lr = lr_at(self.step, total_steps, warm, cfg.optim.lr, cfg.optim.schedule)
+            for grp in self.opt.param_groups:
+                grp["lr"] = lr
+            if self.temporal:
+                seqs = make_sequences(xb, cfg.sequence, self.gen)
+                n, t = seqs.shape[:2]
+                frames = seqs.reshape(n * t, *seqs.shape[2:])
+                if cfg.model.freeze_encoder:
+                    with torch.no_grad():
+                        f = encode_frames(self.model.encoder, frames, cfg)
+                else:
+                    f = encode_frames(self.model.encoder, frames, cfg)
+                with _autocast(cfg):
+                    logits, va = self.model.sequence_head(f.reshape(n, t, -1))
+            else:
+                x = _prep(augment_batch(xb, cfg.augment, self.gen), cfg)
+                with _autocast(cfg):
+                    logits, va = self.model(x)
+            loss = self._loss(logits, va, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss.item()} at epoch {self.epoch + 1} step {i}; lower optim.lr "
+                    f"(now {cfg.optim.lr}) or disable run.bf16"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        dt = time.time() - t0
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "train_s": dt, "img_s": seen / dt, "lr": lr}
+
+    def validate(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        if self.temporal:
+            if self.val_seqs is None:
+                self.val_seqs = validation_sequences(self.val_x, cfg)
+            probs = predict_sequences(self.model, self.val_seqs, cfg)
+            s = summarize(probs, self.val_y, self.k)
+            return {"val_acc": s["acc"], "val_acc_flip": s["acc"], "per_class_recall": s["per_class_recall"]}
+        probs = predict_frames(self.model, self.val_x, cfg)
+        probs_f = predict_frames(self.model, self.val_x, cfg, flip=True)
+        s, sf = summarize(probs, self.val_y, self.k), summarize(probs_f, self.val_y, self.k)
+        return {"val_acc": s["acc"], "val_acc_flip": sf["acc"], "per_class_recall": s["per_class_recall"]}
+
+    # -- loop
+    def fit(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        log_path = self.run_dir / "log.csv"
+        fields = ["epoch", "lr", "train_loss", "train_acc", "val_acc", "val_acc_flip", "img_s", "epoch_s", "elapsed_s"]
+        if not log_path.exists() or self.epoch == 0:
+            with log_path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(fields)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb: Any = SummaryWriter(str(self.run_dir / "tb"))
+        except Exception:  # tensorboard is optional
+            tb = None
+        stale = 0
+        recent: List[float] = []
+        last: Dict[str, Any] = {}
+        while self.epoch < self.epochs_planned:
+            t0 = time.time()
+            tr = self.train_epoch()
+            val = self.validate()
+            self.epoch += 1
+            epoch_s = time.time() - t0
+            self.elapsed_s += epoch_s
+            row = {**tr, **{k: v for k, v in val.items() if k != "per_class_recall"}}
+            row.update(epoch=self.epoch, epoch_s=epoch_s, elapsed_s=self.elapsed_s)
+            metric = float(val[cfg.optim.select_metric])
+            improved = metric > self.best
+            if improved:
+                self.best, self.best_epoch, stale = metric, self.epoch, 0
+            else:
+                stale += 1
+            recent.append(epoch_s)
+            if cfg.run.time_budget_min > 0:
+                # Re-plan the number of epochs from the recent epoch time (a shared machine's speed
+                # changes), so the cosine schedule ends within the budget; never above optim.epochs.
+                per_epoch = sum(recent[-3:]) / len(recent[-3:])
+                left = cfg.run.time_budget_min * 60.0 - self.elapsed_s
+                self.epochs_planned = max(self.epoch, min(cfg.optim.epochs, self.epoch + int(left // per_epoch)))
+            state = self._state(val)
+            self._save(state, "last.pt")
+            if improved:
+                self._save(state, "best.pt")
+            with log_path.open("a", newline="") as fh:
+                csv.writer(fh).writerow([f"{row[k]:.5g}" if isinstance(row[k], float) else row[k] for k in fields])
+            if tb is not None:
+                for k in ("train_loss", "train_acc", "val_acc", "val_acc_flip", "lr", "img_s"):
+                    tb.add_scalar(k, row[k], self.epoch)
+                tb.flush()
+            print(
+                f"epoch {self.epoch}/{self.epochs_planned} loss {tr['train_loss']:.4f} train_acc {tr['train_acc']:.4f} "
+                f"val_acc {val['val_acc']:.4f} flip {val['val_acc_flip']:.4f} lr {tr['lr']:.4g} "
+                f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}",
+                flush=True,
+            )
+            last = row
+            if cfg.optim.early_stopping and stale >= cfg.optim.early_stopping:
+                print(f"early stopping: no improvement for {stale} epochs", flush=True)
+                break
+        if tb is not None:
+            tb.close()
+        return {"best": self.best, "best_epoch": self.best_epoch, "last": last, "run_dir": str(self.run_dir)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="YAML file (config/train/*.yaml); defaults when omitted")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=0.05")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from last.pt (or a path)")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config, args.set)
+    result = Trainer(cfg, resume=args.resume).fit()
+    print(f"best {cfg.optim.select_metric} {result['best']:.4f} at epoch {result['best_epoch']} in {result['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__: List[str] = ["Trainer", "main", "load_split", "build_model", "predict_frames", "predict_sequences"]
