@@ -79,6 +79,7 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
     parser.add_argument("--frames", type=int, default=200, help="timed frames per configuration (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed frames first (default 20)")
     parser.add_argument("--resolutions", type=_csv(_resolution), default=[(640, 480), (1280, 720)],
@@ -393,6 +394,23 @@ def _fmt_row(r: Dict[str, Any]) -> str:
     )
 
 
+def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
+    """The results as a Markdown table (the format of BENCHMARKS.md)."""
+    head = ["resolution", "faces", "model", "backend", "fps", "p50 ms", "p95 ms", "p99 ms"] + list(STAGE_KEYS)
+    head += ["found", "CPU ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["resolution"], str(r["faces"]), r["model"], r["backend"]]
+        if "skipped" in r:
+            cells += ["skipped: " + r["skipped"][:80]] + [""] * (len(head) - 5)
+        else:
+            cells += [f"{r['fps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}"]
+            cells += [f"{r['stages_ms'][k]:.2f}" for k in STAGE_KEYS]
+            cells += [f"{r['faces_found_mean']:.2f}", f"{r['cpu_ms']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 HEADER = (
     f"{'res':>9} {'faces':>5} {'model':>8} {'backend':>11} {'fps':>7} {'p50':>7} {'p95':>7} {'p99':>7}  "
     + " ".join(f"{k[:6]:>6}" for k in STAGE_KEYS)
@@ -479,6 +497,8 @@ def main(args: argparse.Namespace) -> int:
     memory["rss_peak_mb"] = round(max(memory.get("rss_peak_mb", 0.0), peak_rss_mb()), 1)
 
     ratio = overhead_ratio(results)
+    if args.markdown:
+        print(markdown_table(results))
     print(f"overhead_ratio: {ratio} (share of frame time outside detection, landmarks and inference)")
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)

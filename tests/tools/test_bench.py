@@ -96,7 +96,7 @@ def test_fallback_to_the_bundled_sample_without_shared_data(tmp_path: Path, dete
 
 def test_bench_json_last_line(models: Dict[str, Path], afew_clip_dir: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["bench", "--json", "--frames", "6", "--warmup", "2", "--resolutions", "640x480", "--faces", "1,2",
-            "--models", "frame,temporal", "--backends", "onnxruntime,tensorrt", "--encoding", "jpeg"]
+            "--models", "frame,temporal", "--backends", "onnxruntime,tensorrt", "--encoding", "jpeg", "--markdown"]
     argv += _model_args(models)
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -123,6 +123,8 @@ def test_bench_json_last_line(models: Dict[str, Path], afew_clip_dir: Path, caps
         assert len(skipped) == 4 and all("tensorrt" in r["skipped"] for r in skipped)
     assert report["memory"]["rss_end_mb"] > 0 and report["memory"]["frames"] == 4 * 8
     assert any(line.startswith("overhead_ratio: ") for line in lines)
+    table = [line for line in lines if line.startswith("| 640x480 |")]
+    assert len(table) == 8 and sum("skipped" in line for line in table) == len(report["results"]) - 4
 
 
 def test_bench_soak_reports_memory_and_bounded_tracks(models: Dict[str, Path], afew_clip_dir: Path,
