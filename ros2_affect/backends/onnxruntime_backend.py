@@ -166,8 +166,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         path = Path(path)
         source = str(path)
         if not path.is_file():
+            problem = "is a directory, not a file" if path.is_dir() else "does not exist"
             raise AssetMissingError(
-                f"model file {source} does not exist; set model.frame_model / model.encoder_model / "
+                f"model file {source} {problem}; set model.frame_model / model.encoder_model / "
                 "model.sequence_model to an exported ONNX file (python -m training.export), or model.kind: none"
             )
         try:
