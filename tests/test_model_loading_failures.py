@@ -64,6 +64,11 @@ def test_missing_model_file_names_it_and_the_settings(tmp_path: Path) -> None:
         create_affect_model(frame_config(missing))
 
 
+def test_directory_instead_of_a_model_file(tmp_path: Path) -> None:
+    with pytest.raises(AssetMissingError, match=rf"model file {_esc(tmp_path)} is a directory, not a file; set model"):
+        create_affect_model(frame_config(tmp_path))
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
