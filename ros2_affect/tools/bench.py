@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from ros2_affect.config import PipelineConfig, load_pipeline_config, pipeline_config_from_dict
-from ros2_affect.errors import AffectError, AssetMissingError, BackendUnavailableError, ConfigError
+from ros2_affect.errors import AffectError, AssetMissingError, BackendUnavailableError, ConfigError, ModelLoadError
 
 LOG = logging.getLogger(__name__)
 
@@ -459,7 +459,11 @@ def main(args: argparse.Namespace) -> int:
                                            "backend": backend}
                     try:
                         pipeline = create_pipeline(config_for(base, kind, backend, args), tracker_seed=0)
-                    except (AssetMissingError, BackendUnavailableError) as exc:
+                    except (AssetMissingError, BackendUnavailableError, ModelLoadError) as exc:
+                        # Another backend may need other files (torch: .pt checkpoints); a
+                        # broken ONNX model for onnxruntime is an error, not a skip.
+                        if isinstance(exc, ModelLoadError) and backend == "onnxruntime":
+                            raise
                         row["skipped"] = str(exc).splitlines()[0][:300]
                         results.append(row)
                         print(_fmt_row(row), flush=True)
