@@ -206,3 +206,15 @@ def test_eye_refinement_runs_face_mesh_once_per_face_per_n_frames(source: SceneS
         if every > 1:
             assert max(per_frame) <= -(-4 // every) + 1
         assert set(pipeline._refined_eyes) <= set(pipeline.tracker.live_track_ids)
+
+
+def test_carried_eyes_follow_the_box() -> None:
+    from ros2_affect.core.pipeline import _RefinedEyes
+
+    eyes = np.array([[120.0, 140.0], [160.0, 138.0]], np.float32)
+    state = _RefinedEyes(eyes, np.array([100, 100, 180, 200], np.float32), frame_index=3, phase=1)
+    np.testing.assert_allclose(state.follow(np.array([100, 100, 180, 200])), eyes)
+    np.testing.assert_allclose(state.follow(np.array([110, 95, 190, 195])), eyes + [10, -5])
+    # Twice the size around the same centre: offsets from the centre double.
+    centre = np.array([140.0, 150.0])
+    np.testing.assert_allclose(state.follow(np.array([60, 50, 220, 250])), centre + (eyes - centre) * 2, rtol=1e-6)

@@ -166,3 +166,13 @@ def test_bad_arguments_are_rejected(capsys: pytest.CaptureFixture) -> None:
     assert "640by480" in capsys.readouterr().err
     assert main(["bench", "--models", "framewise", "--frames", "1"]) == 1
     assert "--models 'framewise': choose from frame, temporal, none" in capsys.readouterr().err
+
+
+def test_overhead_ratio_is_the_time_outside_detection_landmarks_and_inference() -> None:
+    stages = dict.fromkeys(bench.STAGE_KEYS, 0.0)
+    a = {"stages_ms": dict(stages, detect=2.0, landmarks=2.0, infer=4.0, align=1.0, message=0.5, other=0.5)}
+    b = {"stages_ms": dict(stages, detect=3.0, decode=1.0)}
+    assert bench.overhead_ratio([a]) == pytest.approx(2.0 / 10.0)
+    # Weighted by frame time: (2 + 1) ms outside the models of (10 + 4) ms.
+    assert bench.overhead_ratio([a, b, {"skipped": "no tensorrt"}]) == pytest.approx(3.0 / 14.0, abs=1e-4)
+    assert bench.overhead_ratio([]) is None
