@@ -70,3 +70,9 @@ def fer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def rosbags_dir() -> Path:
     return _require(ROSBAGS_DIR)
+
+
+@pytest.fixture(scope="session")
+def fer_tarball() -> Path:
+    """The FER2013 image tarball itself (loaders extract it once into their cache)."""
+    return _require(FER_TARBALL)
