@@ -55,4 +55,6 @@ def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Tuple[
     except RuntimeError as exc:
         raise ModelLoadError(f"weights in {p} do not fit model {ckpt['model_name']!r}: {exc}") from exc
     model.eval()
+    if hasattr(model, "freeze_graph"):
+        model.freeze_graph()  # Emotion-GCN: the graph part is a constant at inference
     return model, ckpt

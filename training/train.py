@@ -292,7 +292,13 @@ class Trainer:
         self.opt.load_state_dict(ck["optimizer"])
         self.epoch = int(ck["epoch"])
         s = ck["scheduler"]
-        self.step, self.epochs_planned = int(s["step"]), int(s["epochs_planned"])
+        self.step = int(s["step"])
+        # optim.epochs of this invocation wins (continue a finished run for longer); under a
+        # time budget the saved plan is kept until the next epoch re-plans it.
+        if self.cfg.run.time_budget_min > 0:
+            self.epochs_planned = min(self.cfg.optim.epochs, int(s["epochs_planned"]))
+        else:
+            self.epochs_planned = self.cfg.optim.epochs
         self.best, self.best_epoch, self.elapsed_s = float(s["best"]), int(s["best_epoch"]), float(s["elapsed_s"])
         self.gen.set_state(ck["rng"]["gen"])
         torch.set_rng_state(ck["rng"]["torch"])

@@ -126,3 +126,17 @@ def test_adjacency_threshold_reweighting_and_row_sums() -> None:
     np.testing.assert_allclose(adj[4], [0, 0, 0, 0, 1])
     # A higher threshold removes edges.
     assert (build_adjacency(table, tau=0.99, p=0.2) == np.eye(5, dtype=np.float32)).all()
+
+
+def test_freeze_graph_keeps_outputs_and_training_mode_drops_it() -> None:
+    torch.manual_seed(2)
+    model = create_model("emotion_gcn", va_nodes=True, **_kwargs("emotion_gcn")).eval()
+    x = torch.randn(3, 1, 16, 16)
+    before = model(x)
+    model.freeze_graph()
+    after = model(x)
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(after[1], before[1])
+    assert "_frozen" not in model.state_dict()  # checkpoints keep the GCN parameters
+    model.train()
+    assert model._frozen is None

@@ -15,8 +15,10 @@ pooled image feature with those vectors::
     logits = f @ W[:K].T + b               f: (N, D) backbone feature
     va     = f @ W[K:].T                   (P = K + 2 nodes), or derived (below)
 
-E and A_hat are constant, so W is a constant of the trained model: :meth:`fold` returns it
-and export replaces the GCN by a plain linear layer (backbone + matmul in the ONNX graph).
+E and A_hat are constant, so W is a constant of the trained model: :meth:`fold` returns it,
+and :meth:`freeze_graph` (called by :func:`training.checkpoint.load_checkpoint`) caches it
+so that ``forward`` is backbone + one matmul -- what an ONNX export then contains. Switching
+the model back to training mode drops the cache.
 
 Valence/arousal output: with the 9-node graph (``va_nodes=True``) it is regressed; with
 the 7-node graph it is the expectation of per-class coordinates ``va_table`` (K, 2) under
@@ -87,6 +89,22 @@ class EmotionGCN(nn.Module):
         self.gc2 = nn.Linear(gcn_hidden, self.feature_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(self.num_classes))
         self.dropout = nn.Dropout(dropout)
+        # Not buffers: the state_dict stays the GCN's. (W_cls^T (D, K), W_va^T (D, 2) or None)
+        self._frozen: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None
+
+    def freeze_graph(self) -> EmotionGCN:
+        """Evaluate the GCN once and use the constant (P, D) weights in ``forward`` (eval mode)."""
+        self.eval()
+        with torch.no_grad():
+            w = self.node_weights().detach()
+        k = self.num_classes
+        self._frozen = (w[:k].t().contiguous(), w[k:].t().contiguous() if self.va_nodes else None)
+        return self
+
+    def train(self, mode: bool = True) -> EmotionGCN:
+        if mode:
+            self._frozen = None
+        return super().train(mode)
 
     def node_weights(self) -> torch.Tensor:
         """(P, D) per-node weight vectors produced by the GCN (a constant after training)."""
@@ -100,12 +118,17 @@ class EmotionGCN(nn.Module):
         k = self.num_classes
         return w[:k].clone(), self.bias.detach().clone(), (w[k:].clone() if self.va_nodes else None)
 
-    def head(self, features: torch.Tensor, w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        k = self.num_classes
+    def head(
+        self, features: torch.Tensor, w_cls_t: torch.Tensor, w_va_t: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """features (N, D) -> (logits (N, K), va (N, 2)) with W_cls^T (D, K) and W_va^T (D, 2)."""
         f = self.dropout(features)
-        logits = f @ w[:k].t().to(f.dtype) + self.bias.to(f.dtype)
-        if self.va_nodes:
-            va = f @ w[k:].t().to(f.dtype)
+        if w_cls_t.dtype != f.dtype:  # bf16 autocast in training; no Cast nodes in an fp32 export
+            w_cls_t = w_cls_t.to(f.dtype)
+            w_va_t = w_va_t.to(f.dtype) if w_va_t is not None else None
+        logits = f @ w_cls_t + self.bias.to(f.dtype)
+        if w_va_t is not None:
+            va = f @ w_va_t
         elif self.va_table is not None:
             va = torch.softmax(logits.float(), dim=1) @ self.va_table
         else:
@@ -114,7 +137,11 @@ class EmotionGCN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``image`` (N, C, S, S) float32 -> ``(logits (N, K), valence_arousal (N, 2))``."""
-        return self.head(self.backbone(image), self.node_weights())
+        if self._frozen is not None:
+            return self.head(self.backbone(image), *self._frozen)
+        w = self.node_weights()
+        k = self.num_classes
+        return self.head(self.backbone(image), w[:k].t(), w[k:].t() if self.va_nodes else None)
 
 
 class BackboneClassifier(nn.Module):

@@ -1,0 +1,115 @@
+"""End-to-end ``python -m training.train`` on a small real FER2013 subset."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ros2_affect.errors import ConfigError
+from training.checkpoint import FORMAT, load_checkpoint
+from training.config import load_train_config, parse_override
+from training.train import main
+
+TINY_SETS = [
+    "data.train_subset=256",
+    "data.val_subset=64",
+    "optim.batch_size=32",
+    "optim.steps_per_epoch=3",
+    "run.progress=false",
+    "model.kwargs.backbone_kwargs.widths=[8,16]",
+    "model.kwargs.backbone_kwargs.n_convs=1",
+]
+GCN = "emotion_gcn_fer2013.yaml"
+
+
+
+def _args(tmp_path: Path, fer_tarball: Path, *extra: str, config: str = GCN):
+    repo = Path(__file__).resolve().parents[2]
+    args = ["--config", str(repo / "config" / "train" / config), "--set", f"data.path={fer_tarball}"]
+    args += ["--set", f"run.out_dir={tmp_path}"]
+    tiny = TINY_SETS + (["model.kwargs.gcn_hidden=16"] if config == GCN else [])
+    for s in (*tiny, *extra):
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.slow
+def test_train_checkpoint_and_resume(tmp_path: Path, fer_tarball: Path) -> None:
+    assert main(_args(tmp_path, fer_tarball, "optim.epochs=1", "run.name=gcn")) == 0
+    run = tmp_path / "gcn"
+    for name in ("config.yaml", "log.csv", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["epochs"] == 1
+    model, ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["format"] == FORMAT and ckpt["model_name"] == "emotion_gcn"
+    assert ckpt["class_names"][0] == "neutral" and ckpt["va_mode"] == "derived"
+    assert ckpt["input_size"] == 48 and ckpt["channels"] == 1 and ckpt["alignment"]["output_size_px"] == 48
+    assert ckpt["epoch"] == 1 and 0.0 <= ckpt["metrics"]["val_acc"] <= 1.0
+    logits, va = model(torch.zeros(2, 1, 48, 48))
+    assert logits.shape == (2, 7) and va.shape == (2, 2)
+    first_weights = {k: v.clone() for k, v in ckpt["state_dict"].items()}
+
+    # Resume: continues at epoch 2 from last.pt, appends to the log, weights move on.
+    assert main(_args(tmp_path, fer_tarball, "optim.epochs=2", "run.name=gcn") + ["--resume"]) == 0
+    ck2 = torch.load(run / "last.pt", weights_only=False)
+    assert ck2["epoch"] == 2 and ck2["scheduler"]["step"] == 6
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert any(not torch.equal(first_weights[k], ck2["state_dict"][k]) for k in first_weights)
+
+
+@pytest.mark.slow
+def test_train_temporal_from_frame_checkpoint(tmp_path: Path, fer_tarball: Path) -> None:
+    assert main(_args(tmp_path, fer_tarball, "optim.epochs=1", "run.name=frame")) == 0
+    args = _args(
+        tmp_path,
+        fer_tarball,
+        "optim.epochs=1",
+        "run.name=seq",
+        f"model.init_from={tmp_path / 'frame' / 'best.pt'}",
+        "sequence.length=3",
+        "optim.batch_size=8",
+        config="cnn_rnn_fer2013.yaml",
+    )
+    assert main(args) == 0
+    model, ckpt = load_checkpoint(tmp_path / "seq" / "best.pt")
+    frame, _ = load_checkpoint(tmp_path / "frame" / "best.pt")
+    assert ckpt["sequence_length"] == 3 and model.role == "temporal"
+    # Frozen encoder: identical to the frame model's backbone.
+    for (k, a), b in zip(model.encoder.state_dict().items(), frame.backbone.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    logits, va = model.sequence_head(torch.zeros(2, 3, model.feature_dim))
+    assert logits.shape == (2, 7) and va.shape == (2, 2)
+
+
+def test_unknown_config_key_rejected_with_closest_match(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*Did you mean 'optim.lr'"):
+        load_train_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'optm'.*Did you mean 'optim'"):
+        load_train_config(None, ["optm.lr=0.1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="Did you mean 'optim.epochs'"):
+        load_train_config(bad)
+    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+        load_train_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("optim.lr")
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_train_config(repo / "config/train/emotion_gcn_fer2013.yaml", ["optim.lr=0.05", "graph.tau=0.2"])
+    assert cfg.optim.lr == 0.05 and cfg.graph.tau == 0.2
+    assert cfg.model.name == "emotion_gcn" and cfg.model.kwargs["backbone"] == "compact_cnn"
+    cfg2 = load_train_config(repo / "config/train/cnn_rnn_fer2013.yaml")
+    assert cfg2.model.name == "cnn_rnn" and cfg2.sequence.length == 8
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, fer_tarball: Path) -> None:
+    with pytest.raises(ConfigError, match="--resume: no checkpoint at"):
+        main(_args(tmp_path, fer_tarball, "run.name=none") + ["--resume"])
