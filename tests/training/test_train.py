@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -12,6 +14,8 @@ import yaml
 from ros2_affect.errors import ConfigError
 from training.checkpoint import FORMAT, load_checkpoint
 from training.config import load_train_config, parse_override
+from training.data.fer2013 import load_fer2013
+from training.temporal_vs_frame import compare
 from training.train import main
 
 TINY_SETS = [
@@ -84,6 +88,19 @@ def test_train_temporal_from_frame_checkpoint(tmp_path: Path, fer_tarball: Path)
         assert torch.equal(a, b), k
     logits, va = model.sequence_head(torch.zeros(2, 3, model.feature_dim))
     assert logits.shape == (2, 7) and va.shape == (2, 2)
+
+    # Temporal vs frame-by-frame on the same sequences, through the runtime's AffectModel.
+    faces = load_fer2013(fer_tarball, "PublicTest")
+    data = tmp_path / "faces"
+    for k, name in enumerate(faces.class_names):
+        (data / name).mkdir(parents=True)
+        for j in np.flatnonzero(faces.labels == k)[:2]:
+            cv2.imwrite(str(data / name / f"{j}.png"), faces.images[j])
+    report = compare(str(tmp_path / "frame" / "best.pt"), str(tmp_path / "seq" / "best.pt"), str(data), seed=0)
+    assert report["n"] == 14 and report["sequence_length"] == 3
+    for key in ("temporal", "frame_mean", "frame_last", "frame_still"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report == compare(str(tmp_path / "frame" / "best.pt"), str(tmp_path / "seq" / "best.pt"), str(data))
 
 
 def test_unknown_config_key_rejected_with_closest_match(tmp_path: Path) -> None:
