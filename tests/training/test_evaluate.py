@@ -78,7 +78,7 @@ def models(fer_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[s
     out = tmp_path_factory.mktemp("models")
     x, y = _direct_inputs(fer_subset)
     torch.manual_seed(0)
-    kwargs: Dict[str, Any] = {"backbone_kwargs": {"widths": (8, 16)}}
+    kwargs: Dict[str, Any] = {"backbone_kwargs": {"widths": (8, 16), "n_convs": 1}}
     frame = create_model("compact_cnn", **kwargs).eval()
     with torch.no_grad():
         _fit_linear(frame.classifier, frame.backbone(torch.from_numpy(x)), y)

@@ -20,7 +20,7 @@ from training import export
 from training.checkpoint import FORMAT
 from training.models import create_model
 
-TINY = {"backbone_kwargs": {"widths": (8, 16)}}
+TINY = {"backbone_kwargs": {"widths": (8, 16), "n_convs": 1}}
 
 
 def ckpt_for(model_name: str, model_kwargs: Dict[str, Any], model: nn.Module, **over: Any) -> Dict[str, Any]:
