@@ -32,8 +32,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ros2_affect.config import PipelineConfig, load_pipeline_config, pipeline_config_from_dict
+from ros2_affect.config import PipelineConfig
 from ros2_affect.errors import AffectError, AssetMissingError, BackendUnavailableError, ConfigError, ModelLoadError
+from ros2_affect.tools.cli_args import config_with_overrides
 
 LOG = logging.getLogger(__name__)
 
@@ -107,32 +108,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 # -- configuration ---------------------------------------------------------------------------
-
-
-def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> PipelineConfig:
-    """``["detector.detect_scale=0.5", ...]`` applied to ``config`` (values parsed as YAML).
-
-    Raises:
-        ConfigError: malformed ``KEY=VALUE``, an unknown key or an invalid value.
-    """
-    if not overrides:
-        return config
-    import yaml
-
-    values: Dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. detector.detect_scale=0.5")
-        values[key.strip()] = yaml.safe_load(raw)
-    nested = dataclasses.asdict(config)
-    for key, value in values.items():
-        section, _, name = key.partition(".")
-        nested.setdefault(section, {})
-        if not isinstance(nested[section], dict):
-            raise ConfigError(f"--set {key}: {section!r} is not a section of the pipeline parameters")
-        nested[section][name] = value
-    return pipeline_config_from_dict(nested)
 
 
 def config_for(base: PipelineConfig, kind: str, backend: str, args: argparse.Namespace) -> PipelineConfig:
@@ -427,7 +402,7 @@ def main(args: argparse.Namespace) -> int:
     for kind in args.models:
         if kind not in ("frame", "temporal", "none"):
             raise ConfigError(f"--models {kind!r}: choose from frame, temporal, none")
-    base = apply_overrides(load_pipeline_config(args.config), args.overrides)
+    base = config_with_overrides(args.config, args.overrides)
     machine = machine_info()
     rss_begin = rss_mb()
     source = SceneSource.load()

@@ -13,9 +13,8 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from ros2_affect.config import DetectorConfig, PipelineConfig
+from ros2_affect.config import DetectorConfig
 from ros2_affect.core.detection import create_detector
-from ros2_affect.errors import ConfigError
 from ros2_affect.tools import bench
 from ros2_affect.tools.cli import main
 from ros2_affect.tools.scenes import SAMPLE_IMAGE, ChurnScene, Scene, SceneSource
@@ -149,15 +148,6 @@ def test_bench_fails_when_the_scene_faces_are_not_found(models: Dict[str, Path],
     err = capsys.readouterr().err
     assert "CHECK FAILED: 640x480 2 faces (none): the pipeline found 0.0 faces per frame" in err
     assert "fewer faces than drawn" in err and "--no-check" in err
-
-
-def test_overrides() -> None:
-    config = bench.apply_overrides(PipelineConfig(), ["detector.detect_scale=0.5", "landmarks.enabled=false"])
-    assert config.detector.detect_scale == 0.5 and not config.landmarks.enabled
-    with pytest.raises(ConfigError, match=r"--set 'detect_scale': expected SECTION.KEY=VALUE"):
-        bench.apply_overrides(PipelineConfig(), ["detect_scale"])
-    with pytest.raises(ConfigError, match=r"detector.detect_scale = 5(\.0)? is out of range; expected a number in"):
-        bench.apply_overrides(PipelineConfig(), ["detector.detect_scale=5"])
 
 
 def test_bad_arguments_are_rejected(capsys: pytest.CaptureFixture) -> None:
