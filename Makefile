@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OUT    ?= out/demo
 
-.PHONY: setup system-deps venv assets demo test test-compat lint clean
+.PHONY: setup system-deps venv assets demo test test-compat compat-py310 compat-py312 lint clean
 
 ## setup: create the virtual environment, install pinned dependencies, provision model files
 setup: system-deps $(VENV)/.installed assets
@@ -29,9 +29,10 @@ assets: $(VENV)/.installed
 demo: setup
 	$(BIN)/ros2-affect run sample --out $(OUT)
 
-## test: the test suite (what .ci/run runs)
+## test: the test suite, then the runtime tests under Python 3.10/numpy 1 and 3.12 (what .ci/run runs)
 test: setup
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory test-compat
 
 ## test-compat: the runtime tests under Python 3.10 + numpy 1.x (Humble) and Python 3.12 (Jazzy)
 PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
@@ -48,8 +49,16 @@ COMPAT_TESTS ?= tests/core tests/backends tests/bags tests/ros tests/tools tests
 	.venv-py312/bin/python -m pip install --quiet -r requirements/compat-py312.txt
 	touch $@
 
-test-compat: assets .venv-py310/.installed .venv-py312/.installed
+test-compat: assets
+	@if [ -x "$(PY310)" ]; then $(MAKE) --no-print-directory compat-py310; \
+	else echo "test-compat: no Python 3.10 interpreter (PY310=$(PY310)); Humble compatibility NOT tested"; fi
+	@if [ -x "$(PY312)" ]; then $(MAKE) --no-print-directory compat-py312; \
+	else echo "test-compat: no Python 3.12 interpreter (PY312=$(PY312)); Jazzy compatibility NOT tested"; fi
+
+compat-py310: .venv-py310/.installed
 	PYTHONPATH=$(CURDIR) .venv-py310/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
+
+compat-py312: .venv-py312/.installed
 	PYTHONPATH=$(CURDIR) .venv-py312/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
 
 lint:
