@@ -140,3 +140,10 @@ def test_freeze_graph_keeps_outputs_and_training_mode_drops_it() -> None:
     assert "_frozen" not in model.state_dict()  # checkpoints keep the GCN parameters
     model.train()
     assert model._frozen is None
+
+
+def test_unknown_backbone_names_the_available_ones_and_the_closest() -> None:
+    for name in ("emotion_gcn", "cnn_rnn"):
+        message = r"unknown backbone 'resnet19'; available: .*resnet18.*did you mean 'resnet18'"
+        with pytest.raises(ConfigError, match=message):
+            create_model(name, backbone="resnet19")

@@ -14,7 +14,8 @@ Every backbone module has ``feature_dim`` (D) and ``in_channels`` (C) attributes
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Union
+import difflib
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -130,3 +131,17 @@ BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v3_small": _tv("mobilenet_v3_small"),
     "densenet121": _tv("densenet121"),
 }
+
+
+def create_backbone(name: str, in_channels: int = 1, kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """The backbone registered as ``name``, built for ``in_channels`` input channels.
+
+    Raises:
+        ConfigError: ``name`` is not registered (the message lists the names and the closest one).
+    """
+    if name not in BACKBONES:
+        close = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}{hint}")
+    return BACKBONES[name](in_channels=in_channels, **dict(kwargs or {}))
+

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ros2_affect.errors import ConfigError
-from training.models.backbones import BACKBONES
+from training.models.backbones import create_backbone
 
 
 class SequenceHead(nn.Module):
@@ -66,9 +66,7 @@ class CNNRNN(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(sorted(BACKBONES))}")
-        self.encoder = BACKBONES[backbone](in_channels=in_channels, **(backbone_kwargs or {}))
+        self.encoder = create_backbone(backbone, in_channels, backbone_kwargs)
         self.feature_dim = int(self.encoder.feature_dim)
         self.sequence_length = int(sequence_length)
         self.num_classes = int(num_classes)

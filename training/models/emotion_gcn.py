@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ros2_affect.errors import ConfigError
-from training.models.backbones import BACKBONES
+from training.models.backbones import create_backbone
 
 
 class EmotionGCN(nn.Module):
@@ -56,9 +56,7 @@ class EmotionGCN(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(sorted(BACKBONES))}")
-        self.backbone = BACKBONES[backbone](in_channels=in_channels, **(backbone_kwargs or {}))
+        self.backbone = create_backbone(backbone, in_channels, backbone_kwargs)
         self.num_classes = int(num_classes)
         self.va_nodes = bool(va_nodes)
         n_nodes = self.num_classes + (2 if self.va_nodes else 0)
@@ -158,9 +156,7 @@ class BackboneClassifier(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ConfigError(f"unknown backbone {backbone!r}; available: {', '.join(sorted(BACKBONES))}")
-        self.backbone = BACKBONES[backbone](in_channels=in_channels, **(backbone_kwargs or {}))
+        self.backbone = create_backbone(backbone, in_channels, backbone_kwargs)
         self.num_classes = int(num_classes)
         self.feature_dim = int(self.backbone.feature_dim)
         self.dropout = nn.Dropout(dropout)
