@@ -51,7 +51,9 @@ class DataConfig:
 class ModelSection:
     name: str = "emotion_gcn"
     kwargs: Dict[str, Any] = field(default_factory=dict)
-    init_from: str = ""  #: checkpoint whose backbone initialises this model's backbone/encoder.
+    #: checkpoint to start from: a model of the same name loads all its weights (fine-tuning);
+    #: otherwise its backbone initialises this model's backbone/encoder (CNN-RNN from a frame model).
+    init_from: str = ""
     freeze_encoder: bool = False  #: temporal model: keep the encoder fixed (train the sequence head only).
     mean: Tuple[float, ...] = (0.5,)  #: per-channel normalisation, pixels in 0..1.
     std: Tuple[float, ...] = (0.25,)
@@ -74,6 +76,11 @@ class OptimConfig:
     early_stopping: int = 0  #: >0: stop after this many epochs without a better val metric.
     select_metric: str = "val_acc"  #: "val_acc" or "val_acc_flip".
     steps_per_epoch: int = 0  #: >0: cap (smoke tests).
+    #: >0: the last swa_epochs epochs run at the constant rate swa_lr and their end-of-epoch
+    #: weights are averaged (SWA, Izmailov et al. 2018); the average, with batch-norm statistics
+    #: recomputed, is what gets validated and saved.
+    swa_epochs: int = 0
+    swa_lr: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -186,19 +193,28 @@ def _deep_update(base: Dict[str, Any], upd: Mapping[str, Any]) -> None:
             base[k] = v
 
 
+def _read_yaml(p: Path, chain: Sequence[Path] = ()) -> Dict[str, Any]:
+    """One config file as a nested dict; ``extends: other.yaml`` (next to it) is read first."""
+    if not p.is_file():
+        raise ConfigError(f"training config {p} not found; see config/train/*.yaml")
+    if p.resolve() in chain:
+        raise ConfigError(f"training config {p}: 'extends' loops back to itself")
+    loaded = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p} must hold a mapping of sections (run, data, model, optim, ...)")
+    parent = loaded.pop("extends", None)
+    if parent is None:
+        return loaded
+    raw = _read_yaml(p.parent / str(parent), (*chain, p.resolve()))
+    _deep_update(raw, loaded)
+    return raw
+
+
 def load_train_config(
     path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (), base: Optional[TrainConfig] = None
 ) -> TrainConfig:
     """Defaults <- YAML file <- ``key=value`` overrides, validated."""
-    raw: Dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"training config {p} not found; see config/train/*.yaml")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p} must hold a mapping of sections (run, data, model, optim, ...)")
-        raw = loaded
+    raw: Dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides:
         _deep_update(raw, parse_override(item))
     cfg = _merge(base or TrainConfig(), raw)
@@ -217,6 +233,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.select_metric must be 'val_acc' or 'val_acc_flip', got {cfg.optim.select_metric!r}")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
+    if not 0 <= cfg.optim.swa_epochs <= cfg.optim.epochs or cfg.optim.swa_lr <= 0:
+        raise ConfigError(
+            f"optim.swa_epochs must be in 0..optim.epochs ({cfg.optim.epochs}) and optim.swa_lr > 0, "
+            f"got {cfg.optim.swa_epochs} and {cfg.optim.swa_lr}"
+        )
     if len(cfg.model.mean) != len(cfg.model.std):
         raise ConfigError(f"model.mean {cfg.model.mean} and model.std {cfg.model.std} need one value per channel")
     if not (cfg.run.device == "cpu" or cfg.run.device.startswith("cuda")):

@@ -100,10 +100,17 @@ def build_model(cfg: TrainConfig, train_labels: np.ndarray) -> Tuple[nn.Module, 
     return model, kwargs, "derived"
 
 
-def init_encoder_from(model: nn.Module, path: str) -> None:
+def init_from_checkpoint(model: nn.Module, model_name: str, path: str) -> None:
+    """Same model name: load every weight (fine-tuning); otherwise copy the backbone into the encoder."""
     from training.checkpoint import load_checkpoint
 
-    src, _ = load_checkpoint(path)
+    src, meta = load_checkpoint(path)
+    if meta.get("model_name") == model_name:
+        try:
+            model.load_state_dict(meta["state_dict"])
+        except RuntimeError as exc:
+            raise ConfigError(f"model.init_from {path}: weights do not fit this {model_name!r} model ({exc})") from exc
+        return
     backbone = getattr(src, "backbone", None) or getattr(src, "encoder", None)
     target = getattr(model, "encoder", None) or getattr(model, "backbone", None)
     if backbone is None or target is None:
@@ -201,7 +208,7 @@ class Trainer:
         self.model, self.model_kwargs, self.va_mode = build_model(cfg, self.train_y.numpy())
         self.temporal = getattr(self.model, "role", "frame") == "temporal"
         if cfg.model.init_from:
-            init_encoder_from(self.model, cfg.model.init_from)
+            init_from_checkpoint(self.model, cfg.model.name, cfg.model.init_from)
         self.model.to(cfg.run.device)
         if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -235,17 +242,23 @@ class Trainer:
         self.best_epoch = -1
         self.elapsed_s = 0.0
         self.val_seqs: Optional[torch.Tensor] = None
+        self.swa_model: Optional[torch.optim.swa_utils.AveragedModel] = None
+        if cfg.optim.swa_epochs:
+            if self.temporal:
+                raise ConfigError("optim.swa_epochs is for frame models; temporal models train a small head only")
+            self.swa_model = torch.optim.swa_utils.AveragedModel(self.model)
         if resume:
             self._resume(resume)
         dump_config(cfg, self.run_dir / "config.yaml")
 
     # -- checkpoints
-    def _state(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    def _state(self, metrics: Dict[str, Any], weights: nn.Module) -> Dict[str, Any]:
+        """Checkpoint dict whose ``state_dict`` is ``weights`` (the live model, or the SWA average)."""
         cfg = self.cfg
         align = dataclasses.asdict(AlignmentConfig())
         align["output_size_px"] = cfg.data.input_size
         align["grayscale"] = len(cfg.model.mean) == 1
-        sd = {k: v.detach().float().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        sd = {k: v.detach().float().cpu().contiguous() for k, v in weights.state_dict().items()}
         return {
             "format": FORMAT,
             "model_name": cfg.model.name,
@@ -272,6 +285,7 @@ class Trainer:
                 "elapsed_s": self.elapsed_s,
             },
             "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state()},
+            "swa_state": self.swa_model.state_dict() if self.swa_model is not None else None,
         }
 
     def _save(self, state: Dict[str, Any], name: str) -> None:
@@ -300,6 +314,8 @@ class Trainer:
         else:
             self.epochs_planned = self.cfg.optim.epochs
         self.best, self.best_epoch, self.elapsed_s = float(s["best"]), int(s["best_epoch"]), float(s["elapsed_s"])
+        if self.swa_model is not None and ck.get("swa_state") is not None:
+            self.swa_model.load_state_dict(ck["swa_state"])
         self.gen.set_state(ck["rng"]["gen"])
         torch.set_rng_state(ck["rng"]["torch"])
 
@@ -318,7 +334,8 @@ class Trainer:
             self.model.encoder.eval()  # frozen BN statistics too
         perm = torch.randperm(self.train_x.shape[0], generator=self.gen)
         bs = cfg.optim.batch_size
-        total_steps = self.epochs_planned * self.steps_per_epoch
+        # The cosine (or constant) schedule covers the epochs before the SWA phase.
+        total_steps = max(1, self.epochs_planned - cfg.optim.swa_epochs) * self.steps_per_epoch
         warm = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
         loss_sum, correct, seen = 0.0, 0, 0
         t0 = time.time()
@@ -330,7 +347,10 @@ class Trainer:
         for i in it:
             idx = perm[i * bs : (i + 1) * bs]
             xb, y = self.train_x[idx], self.train_y[idx].to(cfg.run.device)
-            lr = lr_at(self.step, total_steps, warm, cfg.optim.lr, cfg.optim.schedule)
+            if self.in_swa_phase():
+                lr = cfg.optim.swa_lr
+            else:
+                lr = lr_at(self.step, total_steps, warm, cfg.optim.lr, cfg.optim.schedule)
             for grp in self.opt.param_groups:
                 grp["lr"] = lr
             if self.temporal:
@@ -364,16 +384,40 @@ class Trainer:
         dt = time.time() - t0
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "train_s": dt, "img_s": seen / dt, "lr": lr}
 
-    def validate(self) -> Dict[str, Any]:
+    def in_swa_phase(self) -> bool:
+        return self.swa_model is not None and self.epoch >= self.epochs_planned - self.cfg.optim.swa_epochs
+
+    def update_swa(self) -> nn.Module:
+        """Add this epoch's weights to the average and recompute its batch-norm statistics.
+
+        The statistics come from one pass over the training images with the training
+        augmentation (a fixed draw, so the result does not depend on when it runs).
+        """
+        assert self.swa_model is not None
         cfg = self.cfg
+        self.swa_model.update_parameters(self.model)
+        gen = torch.Generator().manual_seed(cfg.run.seed)
+        bs = cfg.optim.batch_size
+
+        def batches() -> Any:
+            for i in range(0, self.train_x.shape[0], bs):
+                yield _prep(augment_batch(self.train_x[i : i + bs], cfg.augment, gen), cfg)
+
+        with torch.no_grad(), _autocast(cfg):
+            torch.optim.swa_utils.update_bn(batches(), self.swa_model)
+        return self.swa_model.module
+
+    def validate(self, model: Optional[nn.Module] = None) -> Dict[str, Any]:
+        cfg = self.cfg
+        model = model if model is not None else self.model
         if self.temporal:
             if self.val_seqs is None:
                 self.val_seqs = validation_sequences(self.val_x, cfg)
-            probs = predict_sequences(self.model, self.val_seqs, cfg)
+            probs = predict_sequences(model, self.val_seqs, cfg)
             s = summarize(probs, self.val_y, self.k)
             return {"val_acc": s["acc"], "val_acc_flip": s["acc"], "per_class_recall": s["per_class_recall"]}
-        probs = predict_frames(self.model, self.val_x, cfg)
-        probs_f = predict_frames(self.model, self.val_x, cfg, flip=True)
+        probs = predict_frames(model, self.val_x, cfg)
+        probs_f = predict_frames(model, self.val_x, cfg, flip=True)
         s, sf = summarize(probs, self.val_y, self.k), summarize(probs_f, self.val_y, self.k)
         return {"val_acc": s["acc"], "val_acc_flip": sf["acc"], "per_class_recall": s["per_class_recall"]}
 
@@ -396,8 +440,10 @@ class Trainer:
         last: Dict[str, Any] = {}
         while self.epoch < self.epochs_planned:
             t0 = time.time()
+            swa_epoch = self.in_swa_phase()
             tr = self.train_epoch()
-            val = self.validate()
+            evaluated = self.update_swa() if swa_epoch else self.model
+            val = self.validate(evaluated)
             self.epoch += 1
             epoch_s = time.time() - t0
             self.elapsed_s += epoch_s
@@ -416,10 +462,9 @@ class Trainer:
                 per_epoch = sum(recent[-3:]) / len(recent[-3:])
                 left = cfg.run.time_budget_min * 60.0 - self.elapsed_s
                 self.epochs_planned = max(self.epoch, min(cfg.optim.epochs, self.epoch + int(left // per_epoch)))
-            state = self._state(val)
-            self._save(state, "last.pt")
+            self._save(self._state(val, self.model), "last.pt")
             if improved:
-                self._save(state, "best.pt")
+                self._save(self._state(val, evaluated), "best.pt")
             with log_path.open("a", newline="") as fh:
                 csv.writer(fh).writerow([f"{row[k]:.5g}" if isinstance(row[k], float) else row[k] for k in fields])
             if tb is not None:
@@ -429,7 +474,8 @@ class Trainer:
             print(
                 f"epoch {self.epoch}/{self.epochs_planned} loss {tr['train_loss']:.4f} train_acc {tr['train_acc']:.4f} "
                 f"val_acc {val['val_acc']:.4f} flip {val['val_acc_flip']:.4f} lr {tr['lr']:.4g} "
-                f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}",
+                f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}"
+                + (" (SWA average)" if swa_epoch else ""),
                 flush=True,
             )
             last = row

@@ -30,7 +30,6 @@ TINY_SETS = [
 GCN = "emotion_gcn_fer2013.yaml"
 
 
-
 def _args(tmp_path: Path, fer_tarball: Path, *extra: str, config: str = GCN):
     repo = Path(__file__).resolve().parents[2]
     args = ["--config", str(repo / "config" / "train" / config), "--set", f"data.path={fer_tarball}"]
@@ -39,6 +38,12 @@ def _args(tmp_path: Path, fer_tarball: Path, *extra: str, config: str = GCN):
     for s in (*tiny, *extra):
         args += ["--set", s]
     return args
+
+
+def _config(tmp_path: Path, fer_tarball: Path, *extra: str):
+    """The TrainConfig that ``main(_args(...))`` would build."""
+    args = _args(tmp_path, fer_tarball, *extra)
+    return load_train_config(args[1], args[3::2])
 
 
 @pytest.mark.slow
@@ -130,3 +135,72 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, fer_tarball: Path) -> None:
     with pytest.raises(ConfigError, match="--resume: no checkpoint at"):
         main(_args(tmp_path, fer_tarball, "run.name=none") + ["--resume"])
+
+
+@pytest.mark.slow
+def test_swa_fine_tune_averages_epoch_weights(tmp_path: Path, fer_tarball: Path) -> None:
+    from training.train import Trainer
+
+    assert main(_args(tmp_path, fer_tarball, "optim.epochs=1", "run.name=base")) == 0
+    base = torch.load(tmp_path / "base" / "best.pt", weights_only=False)["state_dict"]
+    cfg = _config(
+        tmp_path,
+        fer_tarball,
+        "optim.epochs=2",
+        "optim.swa_epochs=2",
+        "optim.swa_lr=0.02",
+        "run.name=swa",
+        f"model.init_from={tmp_path / 'base' / 'best.pt'}",
+    )
+    trainer = Trainer(cfg)
+    # Same model name: every weight is loaded (fine-tuning), not just the backbone.
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v.float(), base[k]), k
+
+    live, averaged = [], None
+    for _ in range(2):
+        assert trainer.in_swa_phase()
+        assert trainer.train_epoch()["lr"] == pytest.approx(0.02)
+        live.append({k: v.detach().clone() for k, v in trainer.model.named_parameters()})
+        averaged = trainer.update_swa()
+        trainer.epoch += 1
+    params = dict(averaged.named_parameters())
+    for k in live[0]:
+        torch.testing.assert_close(params[k], (live[0][k] + live[1][k]) / 2, rtol=1e-5, atol=1e-6)
+    # Batch-norm statistics were recomputed for the averaged weights, not copied.
+    bn = [m for m in averaged.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    live_bn = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(torch.isfinite(m.running_var).all() for m in bn)
+    assert any(not torch.allclose(a.running_mean, b.running_mean) for a, b in zip(bn, live_bn, strict=True))
+    assert 0.0 <= trainer.validate(averaged)["val_acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_init_from_mismatched_weights_is_a_config_error(tmp_path: Path, fer_tarball: Path) -> None:
+    from training.train import Trainer
+
+    assert main(_args(tmp_path, fer_tarball, "optim.epochs=1", "optim.steps_per_epoch=1", "run.name=a")) == 0
+    cfg = _config(
+        tmp_path,
+        fer_tarball,
+        "model.kwargs.gcn_hidden=24",
+        "run.name=b",
+        f"model.init_from={tmp_path / 'a' / 'best.pt'}",
+    )
+    with pytest.raises(ConfigError, match=r"model.init_from .*a/best.pt: weights do not fit"):
+        Trainer(cfg)
+
+
+def test_config_extends_another_file(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    swa = load_train_config(repo / "config" / "train" / "emotion_gcn_fer2013_swa.yaml")
+    base = load_train_config(repo / "config" / "train" / GCN)
+    assert swa.optim.swa_epochs == swa.optim.epochs > 0 and base.optim.swa_epochs == 0
+    assert swa.model.kwargs == base.model.kwargs and swa.augment == base.augment  # inherited
+    assert swa.model.init_from.endswith("emotion_gcn_fer2013/best.pt")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_train_config(loop)
+    with pytest.raises(ConfigError, match="swa_epochs must be in 0..optim.epochs"):
+        load_train_config(None, ["optim.epochs=2", "optim.swa_epochs=3"])
