@@ -120,7 +120,9 @@ class ModelConfig:
     fallback_backend: str = "onnxruntime"  #: used (and logged) when ``backend`` cannot run here.
     device: str = "cpu"  #: "cpu" or "cuda" (onnxruntime CUDA provider / TensorRT device).
     threads: int = 1  #: intra-op threads for CPU inference (0: library default).
-    precision: str = "fp16"  #: TensorRT engine precision: "fp32", "fp16" or "int8".
+    #: "auto": the bundled int8 graphs on the CPU (onnxruntime), fp16 engines on TensorRT;
+    #: "fp32" | "fp16" | "int8" force one (fp16 only means something to TensorRT).
+    precision: str = "auto"
     engine_cache_dir: str = ""  #: where TensorRT engines are cached; empty: ~/.cache/ros2_affect.
     flip_average: bool = False  #: average the prediction of the mirrored face too (slower, slightly better).
 
@@ -130,7 +132,19 @@ class ModelConfig:
         _check_choice("model.fallback_backend", self.fallback_backend, ("onnxruntime", "torch", "none"))
         _check_choice("model.device", self.device, ("cpu", "cuda"))
         _check_range("model.threads", self.threads, 0, 64)
-        _check_choice("model.precision", self.precision, ("fp32", "fp16", "int8"))
+        _check_choice("model.precision", self.precision, ("auto", "fp32", "fp16", "int8"))
+
+    @property
+    def engine_precision(self) -> str:
+        """Precision of TensorRT engines built from the float graphs."""
+        return "fp16" if self.precision == "auto" else self.precision
+
+    def bundled_int8(self, backend_name: str) -> bool:
+        """Whether the bundled defaults are taken in their int8-quantised form
+        (``<name>_int8.onnx``, made by ``python -m training.quantize``): on the CPU with
+        onnxruntime, unless a float precision is asked for. TensorRT builds its own engines
+        from the float graphs instead."""
+        return backend_name == "onnxruntime" and self.device == "cpu" and self.precision in ("auto", "int8")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ and any non-finite output turns that face's estimate into ``None`` (counted in
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -169,8 +170,26 @@ class AffectModel:
         return self._head.metadata.class_names
 
     @property
+    def quantization(self) -> Optional[Dict[str, Any]]:
+        """How the graph that takes the crops was int8-quantised (``python -m training.quantize``:
+        method, calibration, agreement with the float graph, the float file's SHA-256), or None."""
+        raw = self._input.metadata.extra.get("quantization")
+        if raw is None:
+            return None
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = None
+        return info if isinstance(info, dict) else {"description": raw}
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None
+
+    @property
     def model_id(self) -> str:
-        return self._head.metadata.model_id
+        """The export's id, with ``-int8`` when the quantised graph runs (published in messages)."""
+        return self._head.metadata.model_id + ("-int8" if self.quantized else "")
 
     @property
     def va_derived(self) -> bool:
@@ -258,8 +277,10 @@ class AffectModel:
     def _run(self, session: InferenceSession, x: np.ndarray) -> Dict[str, np.ndarray]:
         if len(x) <= self.max_batch:
             return session.run(np.ascontiguousarray(x, dtype=np.float32))
-        parts = [session.run(np.ascontiguousarray(x[i : i + self.max_batch], dtype=np.float32))
-                 for i in range(0, len(x), self.max_batch)]
+        parts = [
+            session.run(np.ascontiguousarray(x[i : i + self.max_batch], dtype=np.float32))
+            for i in range(0, len(x), self.max_batch)
+        ]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def _estimates(
@@ -299,14 +320,22 @@ class AffectModel:
                 LOG.warning(
                     "model %s returned non-finite values for %d face(s) (%d in total); their estimates were "
                     "dropped. A model that does this often is broken: re-export or retrain it",
-                    self.model_id, rejected, self.rejected_outputs,
+                    self.model_id,
+                    rejected,
+                    self.rejected_outputs,
                 )
         return results
 
 
-def _model_path(configured: str, default_name: str) -> Path:
+def _model_path(configured: str, default_name: str, int8: bool = False) -> Path:
     if configured:
         return Path(configured).expanduser()
+    if int8:
+        stem, _, suffix = default_name.rpartition(".")
+        try:
+            return bundled_model_path(f"{stem}_int8.{suffix}")
+        except AssetMissingError as exc:
+            LOG.warning("%s; using the float model %s instead (slower on the CPU)", exc, default_name)
     try:
         return bundled_model_path(default_name)
     except AssetMissingError as exc:
@@ -336,13 +365,14 @@ def create_affect_model(config: ModelConfig, max_batch: int = 8) -> Optional[Aff
         config.device,
         config.threads,
         LOG,
-        precision=config.precision,
+        precision=config.engine_precision,
         engine_cache_dir=config.engine_cache_dir,
     )
+    int8 = config.bundled_int8(backend.name)
     if config.kind == "frame":
-        frame = backend.load(_model_path(config.frame_model, DEFAULT_FRAME_MODEL), "frame", max_batch)
+        frame = backend.load(_model_path(config.frame_model, DEFAULT_FRAME_MODEL, int8), "frame", max_batch)
         return AffectModel(frame=frame, flip_average=config.flip_average, max_batch=max_batch)
-    encoder_path = _model_path(config.encoder_model, DEFAULT_ENCODER_MODEL)
+    encoder_path = _model_path(config.encoder_model, DEFAULT_ENCODER_MODEL, int8)
     sequence_path = _model_path(config.sequence_model, DEFAULT_SEQUENCE_MODEL)
     encoder = backend.load(encoder_path, "encoder", max_batch)
     sequence = backend.load(sequence_path, "sequence", max_batch)

@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("models", nargs="*", type=Path, metavar="MODEL.onnx",
                         help="ONNX models to build (default: the models --config selects)")
     parser.add_argument("--config", type=Path, default=None, help="parameter file for the defaults (affect.yaml)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="default: model.precision (fp16)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="default: model.precision (auto: fp16)")
     parser.add_argument("--calib", type=Path, default=None, metavar="DIR",
                         help="int8: folder of aligned face crops used for calibration")
     parser.add_argument("--calib-cache", type=Path, default=None, metavar="FILE",
@@ -81,7 +81,7 @@ def _manual_engine_path(onnx_path: Path, precision: str, max_batch: int) -> Path
 
 def main(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config)
-    precision: str = args.precision or config.model.precision
+    precision: str = args.precision or config.model.engine_precision
     max_batch: int = args.max_faces if args.max_faces is not None else config.detector.max_faces
     if not 1 <= max_batch <= 64:
         raise ConfigError(f"--max-faces {max_batch} is out of range; expected 1..64")

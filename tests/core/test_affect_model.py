@@ -178,3 +178,27 @@ def test_create_affect_model_from_config(tmp_path: Path, monkeypatch: pytest.Mon
         create_affect_model(ModelConfig(kind="frame"))
     with pytest.raises(AssetMissingError, match=r"cnn_rnn_fer2013_encoder.onnx.*--model-kind none"):
         create_affect_model(ModelConfig(kind="temporal"))
+
+
+def test_bundled_int8_graphs_run_by_default_on_the_cpu() -> None:
+    import hashlib
+
+    model = create_affect_model(ModelConfig(kind="frame"))
+    assert model is not None and model.model_id.endswith("-int8")
+    assert [p.name for p in model.paths] == ["emotion_gcn_fer2013_int8.onnx"]
+    temporal = create_affect_model(ModelConfig(kind="temporal"))
+    assert temporal is not None and [p.name for p in temporal.paths] == [
+        "cnn_rnn_fer2013_encoder_int8.onnx",
+        "cnn_rnn_fer2013_sequence.onnx",
+    ]
+    float_model = create_affect_model(ModelConfig(kind="frame", precision="fp32"))
+    assert float_model is not None and [p.name for p in float_model.paths] == ["emotion_gcn_fer2013.onnx"]
+    assert ModelConfig().engine_precision == "fp16" and ModelConfig(precision="int8").engine_precision == "int8"
+    # Each bundled int8 graph was quantised from the float graph shipped beside it (not a stale one).
+    for model_ in (model, temporal):
+        quantised = model_.paths[0]
+        info = model_.quantization
+        assert info is not None
+        float_file = quantised.with_name(info["float_model"])
+        assert info["float_sha256"] == hashlib.sha256(float_file.read_bytes()).hexdigest(), quantised.name
+        assert info["agreement"] >= 0.97
