@@ -89,34 +89,19 @@ class ExportResult:
 # -- graph wrappers (fixed output names and dtypes) ------------------------------------------
 
 
-class _FrameGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+class _FloatOutputs(nn.Module):
+    """The graph of one part (frame model, encoder or sequence head) with float32 outputs,
+    whatever precision the part computes in, so every exported graph has the contract's dtypes."""
+
+    def __init__(self, part: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.part = part
 
-    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        logits, va = self.model(image)
-        return logits.float(), va.float()
-
-
-class _EncoderGraph(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        features: torch.Tensor = self.encoder(image)
-        return features.float()
-
-
-class _SequenceGraph(nn.Module):
-    def __init__(self, head: nn.Module) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        logits, va = self.head(features)
-        return logits.float(), va.float()
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        out = self.part(x)
+        if isinstance(out, tuple):
+            return tuple(o.float() for o in out)
+        return out.float()
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -392,7 +377,7 @@ def export_model(
             t = int(ckpt.get("sequence_length") or parts.sequence_length)
             if t != int(parts.sequence_length):
                 raise ExportError(f"checkpoint sequence_length {t} != the model's {parts.sequence_length}")
-            encoder, head = _EncoderGraph(parts.encoder), _SequenceGraph(parts.sequence_head)
+            encoder, head = _FloatOutputs(parts.encoder), _FloatOutputs(parts.sequence_head)
             _export_graph(encoder, torch.zeros(2, c, s, s), paths["encoder"], "encoder", opset, exporter)
             _export_graph(head, torch.zeros(2, t, d), paths["sequence"], "sequence", opset, exporter)
             metas["encoder"] = metadata_for(ckpt, "encoder", model_id, d, opset, version)
@@ -403,7 +388,7 @@ def export_model(
             parity.update(_check_parity(head, paths["sequence"], "sequence", (t, d), tolerance, seed))
             parity.update(_check_temporal_end_to_end(model, paths, metas["sequence"], tolerance, seed))
         else:
-            graph = _FrameGraph(model)
+            graph = _FloatOutputs(model)
             _export_graph(graph, torch.zeros(2, c, s, s), paths["frame"], "frame", opset, exporter)
             metas["frame"] = metadata_for(ckpt, "frame", model_id, int(getattr(model, "feature_dim", 0)), opset,
                                           version)

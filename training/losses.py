@@ -179,19 +179,3 @@ def joint_loss_terms(
     else:
         va = ccc_loss(va_pred, va_target.to(va_pred.dtype), va_mask)
     return {"total": ce + float(va_weight) * va, "ce": ce, "ccc": va}
-
-
-def joint_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    va_pred: Optional[torch.Tensor] = None,
-    va_target: Optional[torch.Tensor] = None,
-    class_weights: Optional[torch.Tensor] = None,
-    va_weight: float = 1.0,
-    label_smoothing: float = 0.0,
-    va_mask: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Cross-entropy + ``va_weight`` x CCC loss (see :func:`joint_loss_terms`)."""
-    return joint_loss_terms(
-        logits, targets, va_pred, va_target, class_weights, va_weight, label_smoothing, va_mask
-    )["total"]
