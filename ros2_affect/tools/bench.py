@@ -449,6 +449,8 @@ def main(args: argparse.Namespace) -> int:
                             calibrated = True
                         row.update(summarize(run_config(pipeline, scene, kit, args.frames, args.warmup)))
                         row["rejected_outputs"] = pipeline.rejected_outputs
+                        if pipeline.model is not None:
+                            row["model_id"] = pipeline.model.model_id  # says "-int8" for quantised graphs
                     row["overhead_ratio"] = overhead_ratio([row])
                     if row["faces_found_mean"] < MIN_FACE_SHARE * n_faces:
                         failures.append(f"{row['resolution']} {n_faces} faces ({kind}): the pipeline found "

@@ -25,7 +25,7 @@ from tests.backends.affect_graphs import write_graph
 def models(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     root = tmp_path_factory.mktemp("bench_models")
     return {
-        "frame": write_graph(root / "frame.onnx", "frame"),
+        "frame": write_graph(root / "frame.onnx", "frame", model_id="gcn-1"),
         "encoder": write_graph(root / "encoder.onnx", "encoder", length=8, dim=16, model_id="rnn-1"),
         "sequence": write_graph(root / "sequence.onnx", "sequence", length=8, dim=16, model_id="rnn-1"),
     }
@@ -115,6 +115,7 @@ def test_bench_json_last_line(models: Dict[str, Path], afew_clip_dir: Path, caps
         assert r["stages_ms"]["decode"] > 0.05  # a 640x480 JPEG decode, not a no-op
         assert r["faces_found_mean"] >= 0.85 * r["faces"]
         assert r["rejected_outputs"] == 0
+        assert r["model_id"] == ("rnn-1" if r["model"] == "temporal" else "gcn-1")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
