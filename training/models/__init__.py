@@ -9,7 +9,8 @@
   ``.sequence_head`` (features (N, T, D) -> (logits, valence_arousal)), ``.feature_dim``
   (D) and ``.sequence_length`` (T).
 
-Names: ``emotion_gcn``, ``cnn_rnn``, and the plain frame classifiers ``compact_cnn``,
+Names: ``emotion_gcn``, ``cnn_rnn``, ``frame_ensemble`` (mean of trained frame models), and
+the plain frame classifiers ``compact_cnn``,
 ``resnet18``, ``resnet50``, ``mobilenet_v3_small``, ``densenet121`` (backbone + linear
 heads). Backbones alone are in :data:`training.models.backbones.BACKBONES`.
 """
@@ -24,10 +25,12 @@ from ros2_affect.registry import Registry
 from training.models.backbones import BACKBONES
 from training.models.cnn_rnn import CNNRNN, SequenceHead
 from training.models.emotion_gcn import BackboneClassifier, EmotionGCN
+from training.models.ensemble import FrameEnsemble
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 MODELS.register("emotion_gcn")(EmotionGCN)
 MODELS.register("cnn_rnn")(CNNRNN)
+MODELS.register("frame_ensemble")(FrameEnsemble)
 
 
 def _plain(backbone: str) -> Callable[..., nn.Module]:
@@ -51,4 +54,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return MODELS.get(name)(**kwargs)
 
 
-__all__ = ["MODELS", "create_model", "EmotionGCN", "CNNRNN", "SequenceHead", "BackboneClassifier", "BACKBONES"]
+__all__ = [
+    "MODELS",
+    "create_model",
+    "EmotionGCN",
+    "CNNRNN",
+    "SequenceHead",
+    "BackboneClassifier",
+    "FrameEnsemble",
+    "BACKBONES",
+]
