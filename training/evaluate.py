@@ -121,7 +121,7 @@ def resolve_graphs(model: Union[str, Path]) -> Dict[str, Path]:
     if role == "frame":
         return {"frame": path}
     stem = path.stem
-    for tag in ("_encoder", "_sequence"):
+    for tag in ("_int8", "_encoder", "_sequence"):  # x_encoder_int8.onnx pairs with x_sequence.onnx
         if stem.endswith(tag):
             stem = stem[: -len(tag)]
     graphs = {"encoder": path.with_name(f"{stem}_encoder.onnx"), "sequence": path.with_name(f"{stem}_sequence.onnx")}

@@ -20,6 +20,8 @@ TORCHVISION_NAMES = {"resnet18", "resnet50", "mobilenet_v3_small", "densenet121"
 def _kwargs(name: str) -> dict:
     if name in ("emotion_gcn", "cnn_rnn", "compact_cnn"):
         return dict(TINY, backbone="compact_cnn") if name != "compact_cnn" else dict(TINY)
+    if name == "frame_ensemble":
+        return {"members": [{"name": "emotion_gcn", "kwargs": dict(TINY)}, {"name": "compact_cnn", "kwargs": TINY}]}
     return {}
 
 
