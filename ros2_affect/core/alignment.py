@@ -272,17 +272,21 @@ def _source_rois(mats: np.ndarray, size: int, width: int, height: int, margin_px
     a clipped side is identical, and at the image border BORDER_REPLICATE repeats the same
     pixels. None when a matrix is singular.
     """
-    linear = mats[:, :, :2]
-    if np.any(np.abs(np.linalg.det(linear)) < 1e-12):
+    # The 2x2 inverse written out: this runs for every frame on a few faces, where
+    # np.linalg's per-call overhead costs more than the arithmetic.
+    a, b, c, d = mats[:, 0, 0:1], mats[:, 0, 1:2], mats[:, 1, 0:1], mats[:, 1, 1:2]
+    det = a * d - b * c
+    if np.any(np.abs(det) < 1e-12):
         return None
-    inv = np.linalg.inv(linear)
-    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
-    src = np.einsum("nij,nkj->nki", inv, corners[None, :, :] - mats[:, None, :, 2])
+    px = np.array([-0.5, size - 0.5, -0.5, size - 0.5]) - mats[:, 0, 2:3]  # crop corners minus translation
+    py = np.array([-0.5, -0.5, size - 0.5, size - 0.5]) - mats[:, 1, 2:3]
+    sx = (d * px - b * py) / det
+    sy = (a * py - c * px) / det
     margin = np.broadcast_to(np.asarray(margin_px, dtype=np.float64), (len(mats),))
-    x0 = np.clip(np.floor(src[:, :, 0].min(axis=1)) - margin, 0, width - 1)
-    y0 = np.clip(np.floor(src[:, :, 1].min(axis=1)) - margin, 0, height - 1)
-    x1 = np.clip(np.ceil(src[:, :, 0].max(axis=1)) + margin + 1, x0 + 1, width)
-    y1 = np.clip(np.ceil(src[:, :, 1].max(axis=1)) + margin + 1, y0 + 1, height)
+    x0 = np.clip(np.floor(sx.min(axis=1)) - margin, 0, width - 1)
+    y0 = np.clip(np.floor(sy.min(axis=1)) - margin, 0, height - 1)
+    x1 = np.clip(np.ceil(sx.max(axis=1)) + margin + 1, x0 + 1, width)
+    y1 = np.clip(np.ceil(sy.max(axis=1)) + margin + 1, y0 + 1, height)
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
 
 
