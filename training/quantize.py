@@ -45,7 +45,7 @@ import numpy as np
 from ros2_affect.backends import create_backend
 from ros2_affect.backends.base import ModelMetadata
 from ros2_affect.core.preprocess import to_model_input
-from ros2_affect.errors import ModelContractError, ModelLoadError
+from ros2_affect.errors import DatasetError, ModelContractError, ModelLoadError
 from training.data.faces import resize_crop
 from training.data.fer2013 import load_fer2013
 from training.evaluate import _onnx_metadata
@@ -197,7 +197,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.out and len(args.model) > 1:
         build_parser().error("--out takes one --model")
-    sets = calibration_faces(args.data, args.split, args.images, args.check_images, args.seed)
+    try:
+        sets = calibration_faces(args.data, args.split, args.images, args.check_images, args.seed)
+    except (DatasetError, ModelLoadError) as exc:
+        print(f"error: {exc}")
+        return 1
     reports: List[Dict[str, Any]] = []
     for model in args.model:
         try:

@@ -100,3 +100,11 @@ def test_cli_prints_one_report_per_model(tmp_path: Path, fer_tarball: Path, caps
     assert report["file"] == str(tmp_path / "frame_int8.onnx") and Path(report["file"]).is_file()
     assert main([*args, "--min-agreement", "1.5"]) == 1
     assert "below --min-agreement 1.5" in capsys.readouterr().out
+    assert main(["--model", str(src), "--data", str(tmp_path / "no_fer.tar.gz")]) == 1
+    assert "no_fer.tar.gz does not exist" in capsys.readouterr().out
+    assert main(["--model", str(src), "--data", str(fer_tarball), "--images", "30000"]) == 1
+    assert "--images + --check-images need 32000" in capsys.readouterr().out
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not an onnx file")
+    assert main(["--model", str(corrupt), "--data", str(fer_tarball), "--images", "8", "--check-images", "8"]) == 1
+    assert "corrupt.onnx: not a readable ONNX file" in capsys.readouterr().out
