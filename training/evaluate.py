@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ros2_affect.backends.base import METADATA_PREFIX, ModelMetadata
+from ros2_affect.backends.base import read_onnx_metadata
 from ros2_affect.errors import AffectError, DatasetError, ModelLoadError
 from training.data.faces import resize_crop
 from training.data.labels import canonical_name
@@ -83,17 +83,6 @@ class FolderData:
 # -- model loading ----------------------------------------------------------------------------
 
 
-def _onnx_metadata(path: Path) -> ModelMetadata:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others
-        raise ModelLoadError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
-    props = {p.key: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
-    return ModelMetadata.from_props(props, str(path))
-
-
 def resolve_graphs(model: Union[str, Path]) -> Dict[str, Path]:
     """Role -> file for ``--model``: ``{"frame": p}`` or ``{"encoder": p, "sequence": q}``
     (ONNX), or ``{"checkpoint": p}`` (a ``.pt``).
@@ -117,7 +106,7 @@ def resolve_graphs(model: Union[str, Path]) -> Dict[str, Path]:
             ) from None
     if suffix != ".onnx":
         raise ModelLoadError(f"{path}: unknown model type {suffix!r}; pass a .pt checkpoint, a .onnx graph or a .json")
-    role = _onnx_metadata(path).role
+    role = read_onnx_metadata(path).role
     if role == "frame":
         return {"frame": path}
     stem = path.stem

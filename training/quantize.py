@@ -43,12 +43,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ros2_affect.backends import create_backend
-from ros2_affect.backends.base import ModelMetadata
+from ros2_affect.backends.base import ModelMetadata, read_onnx_metadata
 from ros2_affect.core.preprocess import to_model_input
 from ros2_affect.errors import DatasetError, ModelContractError, ModelLoadError
 from training.data.faces import resize_crop
 from training.data.fer2013 import load_fer2013
-from training.evaluate import _onnx_metadata
 from training.export import write_metadata
 
 QUANTIZABLE_ROLES = ("frame", "encoder")
@@ -108,7 +107,7 @@ def quantize_model(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src = Path(model)
-    meta = _onnx_metadata(src)
+    meta = read_onnx_metadata(src)
     if meta.role not in QUANTIZABLE_ROLES:
         raise ModelContractError(
             f"{src}: role {meta.role!r}; only {' and '.join(QUANTIZABLE_ROLES)} graphs are quantised "

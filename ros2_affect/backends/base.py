@@ -42,11 +42,11 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
-from ros2_affect.errors import ModelContractError
+from ros2_affect.errors import AssetMissingError, ModelContractError, ModelLoadError
 
 METADATA_PREFIX = "ros2_affect."
 CONTRACT_VERSION = "1"
@@ -254,3 +254,40 @@ def check_io_names(input_names: Sequence[str], output_names: Sequence[str], role
         raise ModelContractError(
             f"{source}: outputs {list(output_names)} lack {missing}; a {role} graph outputs {list(OUTPUT_NAMES[role])}"
         )
+
+
+def read_onnx_metadata(path: Union[str, Path]) -> ModelMetadata:
+    """Parse the ``ros2_affect.*`` metadata of an ONNX file (with ``onnx`` if installed,
+    else ``onnxruntime``).
+
+    Raises:
+        AssetMissingError: no file at ``path``.
+        ModelLoadError: not a readable ONNX file.
+        ModelContractError: metadata missing or invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AssetMissingError(
+            f"model file {path} does not exist; check model.frame_model / model.encoder_model / model.sequence_model"
+        )
+    props: Dict[str, str]
+    try:
+        import onnx  # dev dependency; the runtime has onnxruntime
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+    except ImportError:
+        try:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            props = dict(session.get_modelmeta().custom_metadata_map)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"{path} is not a loadable ONNX model ({exc}); re-export it") from None
+    except Exception as exc:  # onnx.load raises DecodeError, OSError, ...
+        raise ModelLoadError(
+            f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc}); re-export it"
+        ) from None
+    return ModelMetadata.from_props(props, str(path))

@@ -51,6 +51,7 @@ from ros2_affect.backends.base import (
     ModelMetadata,
     check_io_names,
     check_role,
+    read_onnx_metadata,
 )
 from ros2_affect.backends.engine_cache import (
     ENGINE_SUFFIXES,
@@ -209,41 +210,6 @@ def trtexec_command(
 
 def format_command(cmd: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(c)) for c in cmd)
-
-
-def read_onnx_metadata(path: Union[str, Path]) -> ModelMetadata:
-    """Parse the ``ros2_affect.*`` metadata of an ONNX file (with ``onnx`` if installed,
-    else ``onnxruntime``).
-
-    Raises:
-        AssetMissingError: no file at ``path``.
-        ModelLoadError: not a readable ONNX file.
-        ModelContractError: metadata missing or invalid.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AssetMissingError(f"model file {path} does not exist; {MODEL_PATH_HINT}")
-    props: Dict[str, str]
-    try:
-        import onnx  # dev dependency; the runtime has onnxruntime
-
-        model = onnx.load(str(path), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-    except ImportError:
-        try:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            props = dict(session.get_modelmeta().custom_metadata_map)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"{path} is not a loadable ONNX model ({exc}); re-export it") from None
-    except Exception as exc:  # onnx.load raises DecodeError, OSError, ...
-        raise ModelLoadError(
-            f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc}); re-export it"
-        ) from None
-    return ModelMetadata.from_props(props, str(path))
 
 
 def load_calibration_images(

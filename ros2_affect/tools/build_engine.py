@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional, TextIO
 
+from ros2_affect.backends.base import read_onnx_metadata
 from ros2_affect.backends.engine_cache import PRECISIONS, EngineCache, EngineKey, EngineSidecar, write_sidecar
 from ros2_affect.backends.tensorrt_backend import (
     DEFAULT_WORKSPACE_MB,
     TensorRTBackend,
     build_engine,
     format_command,
-    read_onnx_metadata,
     trtexec_command,
 )
 from ros2_affect.config import PipelineConfig, load_pipeline_config

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from ros2_affect.backends import tensorrt_backend as trtb
-from ros2_affect.backends.base import ModelMetadata
+from ros2_affect.backends.base import ModelMetadata, read_onnx_metadata
 from ros2_affect.backends.tensorrt_backend import (
     TensorInfo,
     TensorRTBackend,
     check_engine_io,
     input_shape,
     load_calibration_images,
-    read_onnx_metadata,
     trtexec_command,
 )
 from ros2_affect.errors import (

@@ -13,9 +13,9 @@ import pytest
 
 from ros2_affect.assets import DEFAULT_ENCODER_MODEL, DEFAULT_FRAME_MODEL, DEFAULT_SEQUENCE_MODEL, bundled_model_path
 from ros2_affect.backends import create_backend
+from ros2_affect.backends.base import read_onnx_metadata
 from ros2_affect.core.affect_model import AffectModel
 from ros2_affect.errors import ModelContractError
-from training.evaluate import _onnx_metadata
 from training.quantize import calibration_faces, int8_path, main, quantize_model
 
 
@@ -43,7 +43,7 @@ def test_frame_model_int8_agrees_with_float_and_says_so(tmp_path: Path, faces: D
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)  # weights stored as int8
     assert out.stat().st_size < 0.4 * src.stat().st_size
 
-    meta, float_meta = _onnx_metadata(out), _onnx_metadata(src)
+    meta, float_meta = read_onnx_metadata(out), read_onnx_metadata(src)
     assert meta.model_id == float_meta.model_id and meta.class_names == float_meta.class_names
     recorded = json.loads(meta.extra["quantization"])
     assert recorded["float_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
@@ -107,4 +107,4 @@ def test_cli_prints_one_report_per_model(tmp_path: Path, fer_tarball: Path, caps
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"not an onnx file")
     assert main(["--model", str(corrupt), "--data", str(fer_tarball), "--images", "8", "--check-images", "8"]) == 1
-    assert "corrupt.onnx: not a readable ONNX file" in capsys.readouterr().out
+    assert "corrupt.onnx is not a loadable ONNX model" in capsys.readouterr().out
