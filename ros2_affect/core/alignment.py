@@ -43,6 +43,7 @@ higher than the right eye).
 
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
@@ -83,18 +84,28 @@ def square_box_centres(bboxes_xyxy_px: np.ndarray, image_size_wh: Tuple[int, int
     Returns:
         ``(N, 2)`` float64 centres and ``(N,)`` float64 sides, pixels.
     """
+    # Plain float arithmetic per face: for the few faces of a frame it is several times
+    # faster than numpy's per-call overhead (this runs every frame, in two stages).
     boxes = np.asarray(bboxes_xyxy_px, dtype=np.float64).reshape(-1, 4)
     width, height = image_size_wh
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    side = np.maximum(w, h)
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    cx = np.where((w < side) & (boxes[:, 0] <= 0), boxes[:, 2] - side / 2, cx)
-    cx = np.where((w < side) & (boxes[:, 2] >= width), boxes[:, 0] + side / 2, cx)
-    cy = np.where((h < side) & (boxes[:, 1] <= 0), boxes[:, 3] - side / 2, cy)
-    cy = np.where((h < side) & (boxes[:, 3] >= height), boxes[:, 1] + side / 2, cy)
-    return np.stack([cx, cy], axis=1), side
+    out = []
+    for x1, y1, x2, y2 in boxes.tolist():
+        w, h = x2 - x1, y2 - y1
+        side = max(w, h)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if w < side:
+            if x1 <= 0:
+                cx = x2 - side / 2
+            if x2 >= width:
+                cx = x1 + side / 2
+        if h < side:
+            if y1 <= 0:
+                cy = y2 - side / 2
+            if y2 >= height:
+                cy = y1 + side / 2
+        out.append((cx, cy, side))
+    arr = np.array(out, dtype=np.float64).reshape(-1, 3)
+    return arr[:, :2], arr[:, 2]
 
 
 def similarity_matrices(direction: np.ndarray, scale: np.ndarray, src_pt: np.ndarray, dst_pt: np.ndarray) -> np.ndarray:
@@ -105,19 +116,19 @@ def similarity_matrices(direction: np.ndarray, scale: np.ndarray, src_pt: np.nda
         scale: ``(N,)`` scale factors.
         src_pt, dst_pt: ``(N, 2)`` and ``(N, 2)`` (or ``(2,)``) points.
     """
-    direction = np.asarray(direction, dtype=np.float64)
-    norm = np.linalg.norm(direction, axis=1, keepdims=True)
-    u = np.where(norm > 1e-9, direction / np.maximum(norm, 1e-9), np.array([1.0, 0.0]))
-    n = len(u)
-    mats = np.empty((n, 2, 3))
-    # Rotation taking u onto +x: [[ux, uy], [-uy, ux]].
-    mats[:, 0, 0] = scale * u[:, 0]
-    mats[:, 0, 1] = scale * u[:, 1]
-    mats[:, 1, 0] = -scale * u[:, 1]
-    mats[:, 1, 1] = scale * u[:, 0]
-    dst = np.broadcast_to(np.asarray(dst_pt, dtype=np.float64), (n, 2))
-    mats[:, :, 2] = dst - np.einsum("nij,nj->ni", mats[:, :, :2], np.asarray(src_pt, dtype=np.float64))
-    return mats
+    direction = np.asarray(direction, dtype=np.float64).reshape(-1, 2)
+    n = len(direction)
+    scales = np.broadcast_to(np.asarray(scale, dtype=np.float64), (n,)).tolist()
+    src = np.broadcast_to(np.asarray(src_pt, dtype=np.float64), (n, 2)).tolist()
+    dst = np.broadcast_to(np.asarray(dst_pt, dtype=np.float64), (n, 2)).tolist()
+    rows = []
+    for (dx, dy), s, (sx, sy), (tx, ty) in zip(direction.tolist(), scales, src, dst, strict=True):
+        norm = math.hypot(dx, dy)
+        ux, uy = (dx / norm, dy / norm) if norm > 1e-9 else (1.0, 0.0)
+        # Rotation taking u onto +x, scaled: [[ux, uy], [-uy, ux]] * s.
+        a, b, c, d = s * ux, s * uy, -s * uy, s * ux
+        rows.append((a, b, tx - (a * sx + b * sy), c, d, ty - (c * sx + d * sy)))
+    return np.array(rows, dtype=np.float64).reshape(n, 2, 3)
 
 
 def alignment_matrices(
@@ -198,7 +209,8 @@ def warp_faces(image: np.ndarray, matrices: np.ndarray, config: AlignmentConfig)
     averaged over k x k blocks (k a power of two, leaving at most a 2x shrink), then warped
     with supersampling (render at f x S, area-average down). Rendering the whole shrink by
     supersampling costs f^2 (a 200 px face into 48 px: a 240 x 240 warp); the block
-    average does most of it in one cheap pass.
+    average does most of it in one cheap pass. Grey crops from an RGB frame convert only
+    the source region of each face, not the whole frame.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB or ``(H, W)`` / ``(H, W, 1)`` uint8 grey.
@@ -212,82 +224,77 @@ def warp_faces(image: np.ndarray, matrices: np.ndarray, config: AlignmentConfig)
     channels = 1 if config.grayscale else 3
     mats = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
     out = np.empty((len(mats), size, size, channels), dtype=np.uint8)
-    scales = np.sqrt(np.abs(np.linalg.det(mats[:, :, :2])))
-    levels = np.where(scales < 1.0, np.floor(np.log2(1.0 / np.maximum(scales, 1e-6))), 0).astype(np.int64)
-    levels = np.minimum(levels, MAX_PYRAMID_LEVELS)
     grey_from_rgb = config.grayscale and isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
-    rois = None
-    if isinstance(image, np.ndarray) and image.ndim >= 2:
-        # Block averaging reads up to a block beyond the warp's own footprint.
-        rois = _source_rois(mats, size, image.shape[1], image.shape[0], margin_px=2 + 2 ** (levels + 1))
-    if rois is not None and grey_from_rgb:
-        # Grey crops from an RGB frame: convert only the pixels the warps read, not the
-        # whole frame (at 1280x720 the full conversion cost more than the 8 warps).
+    if grey_from_rgb:
         _as_working_image(image[:1, :1], True)  # same validation as the full path
         frame = image
     else:
         frame = _as_working_image(image, config.grayscale)
-    if rois is None:
-        levels[:] = 0  # a singular matrix: no region to shrink, warp the whole frame
-    for i, mat in enumerate(mats):
-        src = frame
-        if rois is not None:
-            x0, y0, x1, y1 = rois[i]
-            src = np.ascontiguousarray(frame[y0:y1, x0:x1])
-            if grey_from_rgb:
-                src = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
-            mat = mat.copy()
-            mat[:, 2] += mat[:, :2] @ np.array([x0, y0], dtype=np.float64)
-            k = int(2 ** levels[i])
-            if k > 1 and src.shape[0] >= k and src.shape[1] >= k:
-                # Box-average k x k blocks (the same filter supersampling applies, for less
-                # work): pixel u of the result covers source pixels [k*u, k*u + k).
-                h, w = (src.shape[0] // k) * k, (src.shape[1] // k) * k
-                src = cv2.resize(src[:h, :w], (w // k, h // k), interpolation=cv2.INTER_AREA)
-                mat[:, 2] += mat[:, :2] @ np.full(2, (k - 1) / 2.0)
-                mat[:, :2] *= float(k)
-            else:
-                levels[i] = 0
-        factor = int(min(MAX_SUPERSAMPLE, max(1, np.ceil(1.0 / max(scales[i] * 2 ** levels[i], 1e-6) - 1e-6))))
-        if factor > 1:
-            # Render at factor*S; output pixel j averages big pixels [j*f, (j+1)*f), whose
-            # centre is j*f + (f-1)/2 in the big grid.
-            big = mat * factor
-            big[:, 2] += (factor - 1) / 2.0
-            warped = cv2.warpAffine(
-                src, big, (size * factor, size * factor), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
-            warped = cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
-        else:
-            warped = cv2.warpAffine(src, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    height, width = frame.shape[:2]
+    for i, (row0, row1) in enumerate(mats.tolist()):
+        warped = _warp_one(frame, row0, row1, size, width, height, grey_from_rgb)
         out[i] = warped.reshape(size, size, channels)
     return out
 
 
-def _source_rois(mats: np.ndarray, size: int, width: int, height: int, margin_px: Any = 2) -> Optional[np.ndarray]:
-    """Per face, the ``[x0, y0, x1, y1)`` source pixels its ``size`` x ``size`` warp reads.
+def _warp_one(
+    frame: np.ndarray, row0: List[float], row1: List[float], size: int, width: int, height: int, to_grey: bool
+) -> np.ndarray:
+    """One face: source region -> (grey) -> k x k block average -> supersampled warp.
 
-    The crop's corners mapped back into the image, plus ``margin_px`` (per face, or one
-    value) for the filters that read around a sample, clipped to the image: sampling inside
-    a clipped side is identical, and at the image border BORDER_REPLICATE repeats the same
-    pixels. None when a matrix is singular.
+    Plain float arithmetic: for the few faces of a frame it is several times faster than
+    numpy's per-call overhead, and this runs for every face of every frame.
     """
-    # The 2x2 inverse written out: this runs for every frame on a few faces, where
-    # np.linalg's per-call overhead costs more than the arithmetic.
-    a, b, c, d = mats[:, 0, 0:1], mats[:, 0, 1:2], mats[:, 1, 0:1], mats[:, 1, 1:2]
+    a, b, tx = row0
+    c, d, ty = row1
     det = a * d - b * c
-    if np.any(np.abs(det) < 1e-12):
-        return None
-    px = np.array([-0.5, size - 0.5, -0.5, size - 0.5]) - mats[:, 0, 2:3]  # crop corners minus translation
-    py = np.array([-0.5, -0.5, size - 0.5, size - 0.5]) - mats[:, 1, 2:3]
-    sx = (d * px - b * py) / det
-    sy = (a * py - c * px) / det
-    margin = np.broadcast_to(np.asarray(margin_px, dtype=np.float64), (len(mats),))
-    x0 = np.clip(np.floor(sx.min(axis=1)) - margin, 0, width - 1)
-    y0 = np.clip(np.floor(sy.min(axis=1)) - margin, 0, height - 1)
-    x1 = np.clip(np.ceil(sx.max(axis=1)) + margin + 1, x0 + 1, width)
-    y1 = np.clip(np.ceil(sy.max(axis=1)) + margin + 1, y0 + 1, height)
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
+    if abs(det) < 1e-12:  # degenerate: warp the whole frame, no region to shrink
+        src = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if to_grey else frame
+        mat = np.array([row0, row1])
+        return cv2.warpAffine(src, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    scale = math.sqrt(abs(det))
+    levels = min(MAX_PYRAMID_LEVELS, int(math.floor(math.log2(1.0 / scale)))) if scale < 1.0 else 0
+    k = 2**levels
+    # The source pixels the warp reads: the crop's corners mapped back, plus a margin for
+    # the filters (bilinear sampling, and up to a block beyond the footprint), clipped to
+    # the image: inside a clipped side nothing changes, and at the image border
+    # BORDER_REPLICATE repeats the same pixels.
+    xs, ys = [], []
+    for px, py in ((-0.5, -0.5), (size - 0.5, -0.5), (-0.5, size - 0.5), (size - 0.5, size - 0.5)):
+        qx, qy = px - tx, py - ty
+        xs.append((d * qx - b * qy) / det)
+        ys.append((a * qy - c * qx) / det)
+    margin = 2 + 2 * k
+    x0 = int(min(max(math.floor(min(xs)) - margin, 0), width - 1))
+    y0 = int(min(max(math.floor(min(ys)) - margin, 0), height - 1))
+    x1 = int(min(max(math.ceil(max(xs)) + margin + 1, x0 + 1), width))
+    y1 = int(min(max(math.ceil(max(ys)) + margin + 1, y0 + 1), height))
+    src = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    if to_grey:
+        src = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
+    # The matrix from region pixels: the translation moves by the region's origin.
+    tx, ty = tx + a * x0 + b * y0, ty + c * x0 + d * y0
+    if k > 1 and src.shape[0] >= k and src.shape[1] >= k:
+        # Box-average k x k blocks (the filter supersampling applies, for less work): pixel
+        # u of the result covers region pixels [k*u, k*u + k), centred on k*u + (k - 1)/2.
+        h, w = (src.shape[0] // k) * k, (src.shape[1] // k) * k
+        src = cv2.resize(src[:h, :w], (w // k, h // k), interpolation=cv2.INTER_AREA)
+        half = (k - 1) / 2.0
+        tx, ty = tx + (a + b) * half, ty + (c + d) * half
+        a, b, c, d = a * k, b * k, c * k, d * k
+        scale *= k
+    factor = int(min(MAX_SUPERSAMPLE, max(1, math.ceil(1.0 / max(scale, 1e-6) - 1e-6))))
+    if factor == 1:
+        mat = np.array([[a, b, tx], [c, d, ty]])
+        return cv2.warpAffine(src, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Render at factor*S; output pixel j averages big pixels [j*f, (j+1)*f), whose centre is
+    # j*f + (f-1)/2 in the big grid.
+    big = np.array([[a, b, tx], [c, d, ty]]) * factor
+    big[:, 2] += (factor - 1) / 2.0
+    warped = cv2.warpAffine(
+        src, big, (size * factor, size * factor), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def align_faces(
