@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ros2_affect.backends import create_backend
-from ros2_affect.backends.base import ModelMetadata, read_onnx_metadata
+from ros2_affect.backends.base import INPUT_NAMES, ModelMetadata, read_onnx_metadata
 from ros2_affect.core.preprocess import to_model_input
 from ros2_affect.errors import DatasetError, ModelContractError, ModelLoadError
 from training.data.faces import resize_crop
@@ -118,7 +118,7 @@ def quantize_model(
     dst = Path(out) if out else int8_path(src)
     if dst.resolve() == src.resolve():
         raise ModelContractError(f"--out {dst} would overwrite the float graph it is made from")
-    input_name = "image"
+    input_name = INPUT_NAMES[meta.role]
     x_cal, x_check = model_inputs(calibration, meta), model_inputs(check, meta)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,6 +49,17 @@ def softmax64(logits: np.ndarray) -> np.ndarray:
     return result
 
 
+def _parse_quantization(raw: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The ``ros2_affect.quantization`` metadata (JSON written by training.quantize), or None."""
+    if raw is None:
+        return None
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        info = None
+    return info if isinstance(info, dict) else {"description": raw}
+
+
 def _check_pair(encoder: ModelMetadata, sequence: ModelMetadata, encoder_src: str, sequence_src: str) -> None:
     """An encoder and a sequence head must come from the same export."""
     pairs: List[Tuple[str, Any, Any]] = [
@@ -115,6 +126,9 @@ class AffectModel:
                 self._va_coords = check_mapping(head.class_names)
             except ValueError as exc:
                 raise ModelContractError(f"{self._head.path}: va_mode is 'derived' but {exc}") from None
+        # Read once: model_id goes into every face's estimate, every frame.
+        self._quantization = _parse_quantization(self._input.metadata.extra.get("quantization"))
+        self._model_id = head.model_id + ("-int8" if self._quantization is not None else "")
         #: faces whose model output was not finite (their estimate was dropped).
         self.rejected_outputs = 0
         #: calls of the encoder graph (one per batch), for diagnostics and tests.
@@ -173,23 +187,16 @@ class AffectModel:
     def quantization(self) -> Optional[Dict[str, Any]]:
         """How the graph that takes the crops was int8-quantised (``python -m training.quantize``:
         method, calibration, agreement with the float graph, the float file's SHA-256), or None."""
-        raw = self._input.metadata.extra.get("quantization")
-        if raw is None:
-            return None
-        try:
-            info = json.loads(raw)
-        except ValueError:
-            info = None
-        return info if isinstance(info, dict) else {"description": raw}
+        return None if self._quantization is None else dict(self._quantization)
 
     @property
     def quantized(self) -> bool:
-        return self.quantization is not None
+        return self._quantization is not None
 
     @property
     def model_id(self) -> str:
         """The export's id, with ``-int8`` when the quantised graph runs (published in messages)."""
-        return self._head.metadata.model_id + ("-int8" if self.quantized else "")
+        return self._model_id
 
     @property
     def va_derived(self) -> bool:
