@@ -46,3 +46,7 @@ class DatasetError(AffectError, ValueError):
 
 class InvalidCameraInfoError(AffectError, ValueError):
     """A sensor_msgs/CameraInfo cannot be used (uncalibrated, unknown distortion model, other image size)."""
+
+
+class InferenceError(AffectError):
+    """A loaded model fails while running (inside the inference library): every frame would fail."""

@@ -16,6 +16,7 @@ SHARED_DATA = Path(os.environ.get("ROS2_AFFECT_SHARED_DATA", REPO_ROOT.parent / 
 AFEW_CLIP_DIR = SHARED_DATA / "afew-va-sample" / "001"
 FER_TARBALL = SHARED_DATA / "fer2013" / "fer2013-images.tar.gz"
 ROSBAGS_DIR = SHARED_DATA / "rosbags"
+AFFECTNET_TARBALL = SHARED_DATA / "affectnet-val" / "affectnet-val-dev.tar.gz"
 
 
 def _require(path: Path) -> Path:
@@ -65,6 +66,12 @@ def fer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(tarball) as archive:
         archive.extractall(root, filter="data")
     return root / "fer2013"
+
+
+@pytest.fixture(scope="session")
+def affectnet_tarball() -> Path:
+    """The AffectNet validation sample: affectnet-val/images/<n>.jpg (224x224 face photos) + labels.csv."""
+    return _require(AFFECTNET_TARBALL)
 
 
 @pytest.fixture(scope="session")

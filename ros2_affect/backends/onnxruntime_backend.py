@@ -24,7 +24,7 @@ from ros2_affect.backends.base import (
     check_io_names,
     check_role,
 )
-from ros2_affect.errors import AssetMissingError, ModelContractError, ModelLoadError
+from ros2_affect.errors import AssetMissingError, InferenceError, ModelContractError, ModelLoadError
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +105,16 @@ class OnnxRuntimeSession(InferenceSession):
             raise ValueError(
                 f"{self.path.name}: input batch has shape {batch.shape}; this graph takes {want} with N >= 1"
             )
-        values = self._session.run(self.output_names, {self._input_name: batch})
+        try:
+            values = self._session.run(self.output_names, {self._input_name: batch})
+        except Exception as exc:  # onnxruntime's Fail/RuntimeException/InvalidArgument: a broken graph
+            text = str(exc).strip()
+            first_line = text.splitlines()[0][:400] if text else type(exc).__name__
+            raise InferenceError(
+                f"{self.path}: onnxruntime failed running this {self.metadata.role} graph on an input of shape "
+                f"{list(batch.shape)} ({first_line}); the graph loads but does not run: re-export it "
+                "(python -m training.export) or point the model setting at another file"
+            ) from None
         return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values, strict=True)}
 
     def close(self) -> None:

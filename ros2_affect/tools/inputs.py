@@ -6,6 +6,11 @@ Another source (e.g. a rosbag) is added by inserting an entry into that table be
 the generic ones. Every source yields :class:`InputFrame` tuples
 ``(index, stamp_ns, image, name)`` with ``image`` as ``(H, W, 3)`` uint8 RGB.
 
+A folder of images is a set of unrelated **photos** by default: each is processed on its
+own (:attr:`InputSource.independent`; ``ros2-affect run`` resets the pipeline before each,
+so no track, eye or sequence state crosses files). ``InputOptions(sequence=True)``
+(``run --sequence``) reads it as the numbered frames of one video instead.
+
 The ``sample`` input is a synthetic 30-frame clip (15 fps, 640x480) made from one
 public-domain photograph, ``ros2_affect/data/astronaut.jpg`` (NASA; see
 ``ros2_affect/data/README.md``): the camera slowly pans, zooms in and rocks by up to 8
@@ -61,6 +66,8 @@ class InputFrame:
 class InputOptions:
     fps: float = 25.0  #: frame rate for stamps when the source has none (folders, videos without timing).
     max_frames: Optional[int] = None  #: stop after this many frames.
+    #: a folder of images holds the frames of one video (tracked across files), not photos.
+    sequence: bool = False
 
 
 class InputSource:
@@ -72,16 +79,20 @@ class InputSource:
         fps: nominal frame rate (for output video).
         is_sequence: True when frames form a clip (write a video), False for a set of
             independent images (write images).
+        independent: True when every frame is an unrelated photo (an image, or a folder of
+            photos): no state may cross frames, so the caller resets the pipeline before each.
         length: number of frames when known (for progress bars), else None.
         skipped: frames that could not be read (logged and skipped).
     """
 
     def __init__(self, kind: str, name: str, fps: float, is_sequence: bool, length: Optional[int],
-                 frames: Callable[[InputSource], Iterator[InputFrame]], close: Optional[Callable[[], None]] = None):
+                 frames: Callable[[InputSource], Iterator[InputFrame]], close: Optional[Callable[[], None]] = None,
+                 independent: bool = False):
         self.kind = kind
         self.name = name
         self.fps = fps
         self.is_sequence = is_sequence
+        self.independent = independent
         self.length = length
         self.skipped = 0
         self._frames = frames
@@ -147,11 +158,17 @@ def _image_files(paths: List[Path], options: InputOptions, kind: str, name: str)
                 continue
             yield InputFrame(index, index * period_ns, image, path.stem)
 
-    return InputSource(kind, name, options.fps, False, len(paths), frames)
+    independent = kind == "image" or not options.sequence
+    return InputSource(kind, name, options.fps, False, len(paths), frames, independent=independent)
 
 
 def open_image(spec: str, options: InputOptions) -> InputSource:
     path = Path(spec)
+    if options.sequence:
+        raise ConfigError(
+            f"--sequence reads a folder of one video's frames, but {spec!r} is one image; "
+            "drop --sequence, or pass the folder that holds the frames"
+        )
     return _image_files([path], options, "image", path.stem)
 
 
@@ -265,6 +282,24 @@ def open_sample(spec: str, options: InputOptions) -> InputSource:
             yield InputFrame(index, index * period_ns, sample_frame(photo, t), f"sample_{index:03d}")
 
     return InputSource("sample", "sample", SAMPLE_FPS, True, count, frames)
+
+
+def describe_mode(source: InputSource) -> str:
+    """One line saying how the frames of ``source`` are processed (printed by ``run``)."""
+    count = f"{source.length} " if source.length is not None else ""
+    if source.kind == "image":
+        return "mode: photo (one image, processed on its own)"
+    if source.independent:
+        return (
+            f"mode: photos ({count}images, each processed on its own: no track, eye or sequence state crosses "
+            "files); pass --sequence if the folder holds the frames of one video"
+        )
+    if source.kind == "folder":
+        return (
+            f"mode: sequence ({count}images read as the frames of one video in file-name order, faces tracked "
+            "across them)"
+        )
+    return f"mode: video ({source.kind}: frames in order, faces tracked across them)"
 
 
 def _is_bag(spec: str) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import FaceResult, Frame, FrameResult
-from ros2_affect.errors import AffectError, ConfigError
+from ros2_affect.errors import AffectError, ConfigError, InferenceError
 from ros2_affect.tools.cli_args import add_config_arguments, config_with_overrides
 
 LOG = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     parser.add_argument("input", metavar="INPUT",
-                        help="video file, image file, folder of images, camera index (0, 1, ...) or 'sample'")
+                        help="video file, image file, folder of photos, rosbag (folder, .db3 or .mcap; also writes "
+                             "an output bag), camera index (0, 1, ...) or 'sample'")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
     add_config_arguments(parser, overrides=False)
     parser.add_argument("--model-kind", choices=("frame", "temporal", "none"), default=None,
@@ -139,7 +140,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--fps", type=float, default=25.0,
                         help="frame rate for stamps of image folders and videos without timing (default 25)")
     parser.add_argument("--no-video", action="store_true", help="write results.jsonl only, no annotated output")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the track ids (reproducible ids)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the track ids (reproducible ids), >= 0")
+    parser.add_argument("--sequence", action="store_true",
+                        help="INPUT is a folder holding the numbered frames of one video: track faces across the "
+                             "files (default: a folder holds unrelated photos, each processed on its own)")
     parser.set_defaults(func=main)
 
 
@@ -152,12 +156,17 @@ def main(args: argparse.Namespace) -> int:
 
     from ros2_affect.core.pipeline import create_pipeline
     from ros2_affect.tools.draw import annotate
-    from ros2_affect.tools.inputs import InputOptions, open_input
+    from ros2_affect.tools.inputs import InputOptions, describe_mode, open_input
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames = {args.max_frames}; pass a number of frames >= 1")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed = {args.seed}; pass a seed in 0..{2**32 - 1}, or leave it out")
     config = load_config(args.config, args.model_kind)
-    source = open_input(str(args.input), InputOptions(fps=args.fps, max_frames=args.max_frames))
+    source = open_input(
+        str(args.input), InputOptions(fps=args.fps, max_frames=args.max_frames, sequence=args.sequence)
+    )
+    print(describe_mode(source))
     out_dir: Path = args.out
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,8 +195,12 @@ def main(args: argparse.Namespace) -> int:
         with source, open(results_path, "w") as results:
             progress = tqdm(source, total=source.length, unit="frame", desc=f"run {source.name}", disable=None)
             for item in progress:
+                if source.independent:  # unrelated photos: no track, eye or sequence state crosses files
+                    pipeline.reset()
                 try:
                     result = pipeline.process(Frame(item.image, item.stamp_ns, source.name))
+                except InferenceError:
+                    raise  # the model itself fails: every frame would, so stop with its message
                 except AffectError as exc:
                     errors += 1
                     if errors <= 3 or errors % ERROR_LOG_EVERY == 0:

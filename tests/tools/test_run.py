@@ -67,7 +67,8 @@ def test_run_on_a_folder_of_afew_frames(tmp_path: Path, afew_clip_dir: Path, par
     for path in sorted(afew_clip_dir.glob("*.png"))[:5]:
         shutil.copy(path, frames_dir / path.name)
     out = tmp_path / "out"
-    code = main(["run", str(frames_dir), "--out", str(out), "--config", str(parameter_file), "--model-kind", "frame"])
+    code = main(["run", str(frames_dir), "--out", str(out), "--config", str(parameter_file), "--model-kind", "frame",
+                 "--sequence"])
     assert code == 0
     records = read_results(out)
     assert [r["frame"] for r in records] == [0, 1, 2, 3, 4]
@@ -204,3 +205,59 @@ def test_sample_is_a_moving_clip() -> None:
     assert np.abs(frames[0].image.astype(int) - frames[1].image).mean() > 1
     with open_input("sample") as again:
         assert np.array_equal(next(iter(again)).image, frames[0].image)
+
+
+# -- photos are not a video ---------------------------------------------------------------------
+
+
+def extract_photos(tarball: Path, dest: Path, count: int) -> Path:
+    """The first ``count`` AffectNet photos (different people) into ``dest`` (a temp folder)."""
+    import tarfile
+
+    dest.mkdir()
+    with tarfile.open(tarball) as archive:
+        members = sorted(
+            (m for m in archive.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name
+        )[:count]
+        for member in members:
+            data = archive.extractfile(member)
+            assert data is not None
+            (dest / Path(member.name).name).write_bytes(data.read())
+    return dest
+
+
+def test_a_folder_of_photos_is_processed_photo_by_photo(
+    tmp_path: Path, affectnet_tarball: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photos = extract_photos(affectnet_tarball, tmp_path / "photos", 6)
+    out = tmp_path / "out"
+    # the bundled temporal model: a sequence shared across photos would show in frames_used
+    assert main(["run", str(photos), "--out", str(out), "--model-kind", "temporal", "--no-video"]) == 0
+    assert "mode: photos (6 images, each processed on its own" in capsys.readouterr().out
+    records = read_results(out)
+    assert len(records) == 6 and all(len(r["faces"]) == 1 for r in records), "one face per AffectNet photo"
+    faces = [r["faces"][0] for r in records]
+    assert len({f["id"] for f in faces}) == 6, "each photo gets its own track"
+    assert [f["frames_used"] for f in faces] == [1] * 6, "no sequence state crosses photos"
+    # ... and each photo's result is the one it gets when it is run alone (ids aside)
+    for record, face in zip(records, faces, strict=True):
+        alone = tmp_path / f"alone_{record['name']}"
+        assert main(["run", str(photos / f"{record['name']}.jpg"), "--out", str(alone), "--model-kind", "temporal",
+                     "--no-video"]) == 0
+        (single,) = read_results(alone)
+        (single_face,) = single["faces"]
+        for key in ("box", "eyes", "expression", "probabilities", "valence", "arousal", "frames_used", "confirmed"):
+            assert single_face[key] == face[key], (record["name"], key)
+
+
+def test_sequence_option_tracks_across_the_files_of_a_folder(
+    tmp_path: Path, affectnet_tarball: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photos = extract_photos(affectnet_tarball, tmp_path / "frames", 4)
+    out = tmp_path / "out"
+    assert main(["run", str(photos), "--out", str(out), "--model-kind", "temporal", "--no-video", "--sequence"]) == 0
+    assert "mode: sequence (4 images read as the frames of one video" in capsys.readouterr().out
+    used = [r["faces"][0]["frames_used"] for r in read_results(out)]
+    assert used == [1, 2, 3, 4], "--sequence pools the files as frames of one clip"
+    with pytest.raises(ConfigError, match=r"--sequence reads a folder of one video's frames, but .* is one image"):
+        open_input(str(next(photos.iterdir())), InputOptions(sequence=True))
