@@ -13,6 +13,7 @@ about 2-3 ms per 640x480 frame on one CPU core) and ``full_range`` (about 5 m, s
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401  (registers its shutdown hook before ours: see _close_all)
 import threading
 import weakref
 from typing import Callable, List, Optional
@@ -38,14 +39,26 @@ DETECTORS: Registry[Callable[[DetectorConfig], MediaPipeFaceDetector]] = Registr
 
 # MediaPipe's FaceDetector closes itself in __del__, which at interpreter exit runs after
 # its ctypes helpers were torn down and prints "Exception ignored ... NoneType not
-# callable". Closing every live detector from atexit (which runs first) avoids that.
+# callable". Its close() also goes through a concurrent.futures thread pool, which
+# refuses new work once the interpreter starts shutting down threads ("cannot schedule
+# new futures after shutdown", a traceback on every exit of a process that did not close
+# its pipeline). So live detectors are closed from a threading-shutdown hook registered
+# after concurrent.futures' own (those hooks run newest first), and from atexit as well.
 _LIVE: weakref.WeakSet[MediaPipeFaceDetector] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_all() -> None:
     for detector in list(_LIVE):
-        detector.close()
+        try:
+            detector.close()
+        except RuntimeError:  # the dispatcher already shut down: nothing left to release safely
+            detector.abandon()
+
+
+atexit.register(_close_all)
+_register_thread_shutdown_hook = getattr(threading, "_register_atexit", None)
+if _register_thread_shutdown_hook is not None:  # CPython 3.9+
+    _register_thread_shutdown_hook(_close_all)
 
 
 class MediaPipeFaceDetector:
@@ -163,6 +176,18 @@ class MediaPipeFaceDetector:
             self._detector = None
             detector.close()
         _LIVE.discard(self)
+
+    def abandon(self) -> None:
+        """Forget the MediaPipe graph without closing it (interpreter shutdown, when closing fails).
+
+        Its ``__del__`` would try to close it again and print a traceback; the process is
+        ending, so the OS reclaims it.
+        """
+        detector = getattr(self, "_detector", None)
+        self._detector = None
+        _LIVE.discard(self)
+        if detector is not None:
+            detector.close = lambda: None  # type: ignore[method-assign]
 
     def __enter__(self) -> MediaPipeFaceDetector:
         return self

@@ -181,3 +181,23 @@ def test_interpreter_exit_is_quiet():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_a_process_that_never_closes_its_detector_exits_without_a_traceback():
+    # mediapipe closes detectors through a thread pool that refuses work once the interpreter
+    # shuts its threads down; a node or script that ends without close() printed a
+    # "cannot schedule new futures after shutdown" traceback on every exit when mediapipe
+    # was imported first (as rclpy-side code or a user's script may do).
+    code = (
+        "import mediapipe\n"
+        "import numpy as np\n"
+        "from ros2_affect.config import DetectorConfig\n"
+        "from ros2_affect.core.detection import create_detector\n"
+        "detector = create_detector(DetectorConfig())\n"
+        "detector.detect(np.zeros((120, 160, 3), np.uint8))\n"
+        "print('detected')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "detected" in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
