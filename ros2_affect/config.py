@@ -269,10 +269,17 @@ def load_parameter_file(path: Union[str, Path], node_name: str = NODE_NAME) -> D
         ConfigError: the file is missing, not YAML, or has no parameters for the node.
     """
     path = Path(path)
+    fix = "pass a ROS 2 parameter file (YAML) such as the packaged config/affect.yaml"
+    if path.is_dir():
+        raise ConfigError(f"parameter file {str(path)!r} is a folder, not a file; {fix}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"parameter file {str(path)!r} does not exist") from None
+        raise ConfigError(f"parameter file {str(path)!r} does not exist; {fix}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"parameter file {str(path)!r} is not text (a binary file?); {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"parameter file {str(path)!r} cannot be read ({exc.strerror}); {fix}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"parameter file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):

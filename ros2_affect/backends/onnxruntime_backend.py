@@ -9,6 +9,7 @@ wrong or stale model fails at configure time with a message naming the file and 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -81,6 +82,15 @@ def check_shape(
             )
 
 
+def _ort_message(exc: BaseException) -> str:
+    """ONNX Runtime's error text in one readable line: the failing node and the reason, without
+    its C++ source locations and function signatures."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"/\S+\.(?:h|cc|cpp):\d+\s+", "", text)
+    text = re.sub(r"\S+::\S+\([^)]*\)\s*", "", text)
+    return text if len(text) <= 400 else text[:400] + "..."
+
+
 class OnnxRuntimeSession(InferenceSession):
     """One ONNX Runtime ``InferenceSession`` running a contract graph."""
 
@@ -108,8 +118,7 @@ class OnnxRuntimeSession(InferenceSession):
         try:
             values = self._session.run(self.output_names, {self._input_name: batch})
         except Exception as exc:  # onnxruntime's Fail/RuntimeException/InvalidArgument: a broken graph
-            text = str(exc).strip()
-            first_line = text.splitlines()[0][:400] if text else type(exc).__name__
+            first_line = _ort_message(exc)
             raise InferenceError(
                 f"{self.path}: onnxruntime failed running this {self.metadata.role} graph on an input of shape "
                 f"{list(batch.shape)} ({first_line}); the graph loads but does not run: re-export it "
@@ -167,6 +176,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's own log lines (to stderr, before ours) only with debug logging (--verbose):
+        # every failure it reports reaches the caller as an exception, which is reported once.
+        options.log_severity_level = 2 if LOG.isEnabledFor(logging.DEBUG) else 4
         return options
 
     def load(self, path: Path, expected_role: str, max_batch: int) -> OnnxRuntimeSession:

@@ -8,10 +8,11 @@ so ``ros2-affect fetch-assets`` works before the heavier dependencies are usable
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from ros2_affect.errors import AffectError
 
@@ -27,8 +28,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (and where to read more), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ros2-affect", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ros2-affect", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
@@ -62,6 +70,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     except AffectError as exc:
         print(f"ros2-affect {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path the command was given cannot be created, read or written
+        print(f"ros2-affect {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error: the path, what is wrong with it and the fix."""
+    path = exc.filename if exc.filename is not None else "a path"
+    where = repr(str(path))
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"{where} is a file where a folder is needed (or a part of that path is a file); pass a folder path"
+    if isinstance(exc, IsADirectoryError):
+        return f"{where} is a folder where a file is needed; pass a file path"
+    if isinstance(exc, FileNotFoundError):
+        return f"{where} does not exist (or its parent folder does not); check the path"
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return f"cannot write {where}: {exc.strerror}; choose a folder you can write to"
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write {where}: the disk is full; free space or choose another folder"
+    return f"{where}: {exc.strerror or exc}; check the path"
 
 
 if __name__ == "__main__":

