@@ -50,3 +50,22 @@ class InvalidCameraInfoError(AffectError, ValueError):
 
 class InferenceError(AffectError):
     """A loaded model fails while running (inside the inference library): every frame would fail."""
+
+
+class OutputError(AffectError):
+    """An output path cannot be written as asked: it is (or holds, or lies inside) an input,
+    it exists and ``--overwrite`` was not given, or it holds files the tool did not write."""
+
+
+class Interrupted(AffectError):
+    """A run stopped on SIGINT or SIGTERM after closing what it had written (kept as partial).
+
+    ``exit_code`` is the shell's convention for a process ended by that signal (128 + number).
+    """
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        import signal
+
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.exit_code = 128 + int(getattr(signal.Signals, signal_name, signal.SIGINT))

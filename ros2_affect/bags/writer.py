@@ -11,7 +11,6 @@ installed.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Sequence, Union
 
@@ -66,91 +65,174 @@ def storage_file(path: PathLike) -> Path:
     return files[0]
 
 
-def _looks_like_bag(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and (path / "metadata.yaml").is_file()
-        and all(p.suffix in (".db3", ".mcap", ".yaml", ".zstd") for p in path.iterdir())
-    )
+#: ``custom_data`` key of ``metadata.yaml`` naming the ros2-affect command that wrote a bag.
+#: ``--overwrite`` only ever replaces a bag that carries it.
+TOOL_KEY = "ros2_affect.tool"
+#: ``custom_data`` keys of a bag closed early (a replay stopped by SIGINT/SIGTERM).
+PARTIAL_KEY = "ros2_affect.partial"
+STOPPED_BY_KEY = "ros2_affect.stopped_by"
+
+
+def bag_custom_data(path: PathLike) -> Dict[str, str]:
+    """The ``custom_data`` of a bag folder's ``metadata.yaml`` ({} when there is none)."""
+    import yaml
+
+    meta = yaml.safe_load((Path(path) / "metadata.yaml").read_text(encoding="utf-8"))
+    info = meta.get("rosbag2_bagfile_information", {}) if isinstance(meta, dict) else {}
+    custom = info.get("custom_data") if isinstance(info, dict) else None
+    return {str(k): str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
+
+
+def own_bag(path: Path) -> Optional[str]:
+    """None when ``path`` is a bag folder that ros2-affect wrote and that holds nothing else
+    (``metadata.yaml`` and the storage files it lists), else why not.
+
+    Used as the ``owned`` check of :class:`ros2_affect.outputs.OutputTarget`: only such a
+    folder may be replaced by ``--overwrite``.
+    """
+    import yaml
+
+    if not path.is_dir():
+        return "it is not a folder"
+    meta_path = path / "metadata.yaml"
+    if not meta_path.is_file():
+        storage = sorted(p.name for p in path.iterdir() if p.suffix in (".db3", ".mcap"))
+        return (
+            "it has no metadata.yaml" + (f" beside {', '.join(storage)} (an unfinished recording?)" if storage else "")
+        )
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        info = meta["rosbag2_bagfile_information"]
+        listed = {str(Path(f).name) for f in info.get("relative_file_paths") or []}
+        listed |= {str(Path(f["path"]).name) for f in info.get("files") or []}
+        custom = info.get("custom_data") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
+        return f"its metadata.yaml cannot be read ({type(exc).__name__})"
+    if not isinstance(custom, dict) or TOOL_KEY not in custom:
+        return f"it is a bag that ros2-affect did not write (no {TOOL_KEY} in its metadata.yaml custom_data)"
+    foreign = sorted(p.name for p in path.iterdir() if p.name != "metadata.yaml" and p.name not in listed)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        return f"it holds {shown} beside the bag's own files"
+    if any(not (path / name).is_file() for name in listed if (path / name).exists()):
+        return "its storage entries are not plain files"
+    return None
 
 
 class BagWriter:
     """A new bag, opened for writing. Use as a context manager::
 
-        with BagWriter("out_bag", storage="mcap", typestore=store) as bag:
+        with BagWriter("out_bag", storage="mcap", typestore=store, tool="replay") as bag:
             bag.add_topic("/affect_node/faces", "affect_msgs/msg/FaceAffectArray")
             bag.write("/affect_node/faces", stamp_ns, msg)
 
+    The bag is written in a folder beside ``path`` and moved there by :meth:`close` only
+    (:mod:`ros2_affect.outputs`): an error or Ctrl-C before that (:meth:`abort`) leaves an
+    existing bag at ``path`` untouched and no partial one; :meth:`close_partial` keeps what
+    was written as ``<path>.partial``, marked partial in its ``metadata.yaml``.
+
     Args:
-        path: the bag folder to create (must not exist, unless ``overwrite`` and it is a bag).
+        path: the bag folder to create. It must not exist (or be an empty folder), unless
+            ``overwrite`` is set and it holds a bag that ros2-affect wrote and nothing else
+            (:func:`own_bag`); that bag is removed only when the new one is complete.
         storage: "sqlite3" or "mcap".
         typestore: rosbags typestore that knows every type written with :meth:`write`
             (default: :func:`ros2_affect.bags.reader.create_bag_typestore`).
-        overwrite: replace an existing bag folder at ``path`` (only a folder that holds a
-            bag and nothing else is ever deleted).
+        overwrite: replace an existing bag that ros2-affect wrote.
+        tool: the command writing the bag, recorded in ``metadata.yaml``'s ``custom_data``
+            (:data:`TOOL_KEY`) so that ``--overwrite`` can recognise its own output.
+        inputs: paths the caller reads; ``path`` may not be, hold or lie inside any of them.
 
     Raises:
-        BagError: ``path`` exists (and cannot or may not be replaced), or an unknown storage.
+        OutputError: ``path`` is an input, exists (and may not be replaced).
+        BagError: an unknown storage.
     """
 
     def __init__(
-        self, path: PathLike, storage: str = "sqlite3", typestore: Any = None, overwrite: bool = False
+        self,
+        path: PathLike,
+        storage: str = "sqlite3",
+        typestore: Any = None,
+        overwrite: bool = False,
+        tool: str = "ros2-affect",
+        inputs: Sequence[Optional[PathLike]] = (),
     ) -> None:
+        from ros2_affect.outputs import OutputTarget
+
         self.path = Path(path)
         self.storage = storage
+        self.tool = tool
         self._plugin = _storage_plugin(storage)
-        if self.path.exists():
-            if not overwrite:
-                raise BagError(
-                    f"output bag {str(self.path)!r} already exists; remove it, choose another path or pass --overwrite"
-                )
-            if not _looks_like_bag(self.path):
-                raise BagError(
-                    f"output path {str(self.path)!r} exists and is not a bag folder; "
-                    "refusing to delete it with --overwrite"
-                )
-        # checked now (before a long run starts), deleted only when the new bag is opened
-        self._replace = overwrite and self.path.exists()
+        # checked now, before a long run starts; a previous bag is removed only by close()
+        self._target = OutputTarget(self.path, overwrite=overwrite, owned=own_bag, tool=tool, inputs=inputs)
         if typestore is None:
             from ros2_affect.bags.reader import create_bag_typestore
 
             typestore = create_bag_typestore()
         self.typestore = typestore
         self._writer: Any = None
+        self._stage: Any = None
         self._connections: Dict[str, Any] = {}
         self.counts: Dict[str, int] = {}
 
     def open(self) -> BagWriter:
         from rosbags.rosbag2 import Writer
 
-        if self._replace and _looks_like_bag(self.path):
-            shutil.rmtree(self.path)
+        self._stage = self._target.stage()
         try:
-            self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=self._plugin)
+            self._writer = Writer(self._stage.path, version=BAG_VERSION, storage_plugin=self._plugin)
+            self._writer.set_custom_data(TOOL_KEY, self.tool)
             self._writer.open()
         except Exception as exc:
             self._writer = None
+            self._stage.discard()
             raise BagError(f"cannot create bag {str(self.path)!r}: {exc}") from None
         return self
 
     def close(self) -> None:
-        """Finish the storage file and write ``metadata.yaml``."""
+        """Finish the storage file and ``metadata.yaml``, then move the bag into place."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
             try:
                 writer.close()
             except Exception as exc:
+                self._stage.discard()
                 raise BagError(f"cannot finish bag {str(self.path)!r}: {exc}") from None
+            self._stage.commit()
+
+    def close_partial(self, custom_data: Optional[Dict[str, str]] = None, in_place: bool = False) -> Path:
+        """Finish what was written as a valid bag marked partial (``custom_data``
+        :data:`PARTIAL_KEY` ``"true"``, plus ``custom_data``) and keep it beside the target
+        as ``<path>.partial`` (numbered when taken); an existing bag at ``path`` stays.
+        ``in_place``: move it to ``path`` itself (for a bag inside a folder that is kept as
+        partial as a whole). Returns where the partial bag is.
+
+        Raises:
+            BagError: the storage could not be finished (nothing is kept then).
+        """
+        if self._writer is None:
+            raise BagError(f"bag {str(self.path)!r} is not open for writing; nothing to close")
+        writer, self._writer = self._writer, None
+        writer.set_custom_data(PARTIAL_KEY, "true")
+        for key, value in (custom_data or {}).items():
+            writer.set_custom_data(key, str(value))
+        try:
+            writer.close()
+        except Exception as exc:
+            self._stage.discard()
+            raise BagError(f"cannot finish the partial bag {str(self.path)!r}: {exc}") from None
+        kept: Path = self._stage.commit() if in_place else self._stage.keep_partial()
+        return kept
 
     def abort(self) -> None:
-        """Stop after an error and delete the partial bag (this writer created the folder)."""
+        """Stop after an error: delete the new bag; an existing bag at ``path`` stays as it was."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
             try:
                 writer.abort()
             except Exception as exc:
                 LOG.debug("aborting %s failed: %s", self.path, exc)
-            shutil.rmtree(self.path, ignore_errors=True)
+            self._stage.discard()
 
     def __enter__(self) -> BagWriter:
         return self.open()
