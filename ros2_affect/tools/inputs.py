@@ -114,17 +114,15 @@ class InputSource:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB.
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB (see :func:`~ros2_affect.core.image.decode_image_file`:
+    the declared size is checked before decoding, a truncated JPEG is refused).
 
     Raises:
         InvalidImageError: the file is not a decodable image.
     """
-    import cv2
+    from ros2_affect.core.image import decode_image_file
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise InvalidImageError(f"{path} is not a readable image (OpenCV could not decode it); check the file")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return np.ascontiguousarray(decode_image_file(path)[:, :, ::-1])
 
 
 def _limit(options: InputOptions, length: Optional[int]) -> Optional[int]:
@@ -192,9 +190,17 @@ def _is_camera(spec: str) -> bool:
 
 
 def _capture(cap: Any, kind: str, name: str, options: InputOptions, live: bool) -> InputSource:
-    """Frames of an open ``cv2.VideoCapture``."""
+    """Frames of an open ``cv2.VideoCapture`` (its declared frame size checked first)."""
     import cv2
 
+    from ros2_affect.core.image import check_declared_size
+
+    try:
+        check_declared_size(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0, cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0,
+                            f"{kind} {name!r}")
+    except InvalidImageError:
+        cap.release()
+        raise
     reported_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     fps = reported_fps if math.isfinite(reported_fps) and 1.0 <= reported_fps <= 1000.0 else options.fps
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not live else 0

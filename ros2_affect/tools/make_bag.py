@@ -95,14 +95,10 @@ def _is_afew_clip(folder: Path) -> bool:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    import cv2
+    """BGR pixels; the declared size is checked before decoding and a truncated JPEG refused."""
+    from ros2_affect.core.image import decode_image_file
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InvalidImageError(
-            f"image {str(path)!r} cannot be read (not an image, or truncated); remove or replace it"
-        )
-    return bgr
+    return decode_image_file(path)
 
 
 def _folder_frames(files: Sequence[Path], index_of: Any, skipped: List[str]) -> Iterator[SourceFrame]:
@@ -119,9 +115,17 @@ def _folder_frames(files: Sequence[Path], index_of: Any, skipped: List[str]) -> 
 def _video_frames(path: Path) -> Tuple[Iterator[SourceFrame], float, int]:
     import cv2
 
+    from ros2_affect.core.image import check_declared_size
+
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InvalidImageError(f"video {str(path)!r} cannot be opened by OpenCV; check the file or convert it to mp4")
+    try:
+        check_declared_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0, capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0,
+                            f"video {str(path)!r}")
+    except InvalidImageError:
+        capture.release()
+        raise
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 

@@ -1,11 +1,21 @@
-"""as_rgb: every supported encoding converts exactly; every kind of bad input gets a clear error."""
+"""as_rgb: every supported encoding converts exactly; every kind of bad input gets a clear error.
+decode_image_file: the declared size is checked before decoding, truncated JPEGs are refused."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
-from ros2_affect.core.image import SUPPORTED_ENCODINGS, as_rgb
+from ros2_affect.core.image import (
+    SUPPORTED_ENCODINGS,
+    as_rgb,
+    check_declared_size,
+    decode_image_file,
+    encoded_image_size,
+)
 from ros2_affect.errors import InvalidImageError
 
 
@@ -94,3 +104,61 @@ def test_supported_encodings_all_convert():
         dtype = np.uint16 if encoding == "mono16" else np.uint8
         out = as_rgb(np.ones((3, 5, channels), dtype), encoding)
         assert out.shape == (3, 5, 3) and out.dtype == np.uint8
+
+
+# -- image files: declared size before decoding, truncated JPEGs ----------------------------------------
+
+SAMPLE_JPEG = Path(__file__).resolve().parents[2] / "ros2_affect" / "data" / "astronaut.jpg"
+
+
+def huge_png(path: Path, width: int = 30000, height: int = 30000, rows: int = 2000) -> Path:
+    """A real PNG declaring ``width`` x ``height`` pixels whose data holds only ``rows`` rows
+    (a few hundred KB): decoding it would allocate width * height * 3 bytes first."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    idat = zlib.compress(b"\x00" * ((width * 3 + 1) * rows), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".ppm", ".pgm"])
+def test_declared_size_is_read_from_every_format(suffix: str) -> None:
+    image = cv2.imread(str(SAMPLE_JPEG))[:301, :417]
+    ok, data = cv2.imencode(suffix, image if suffix != ".pgm" else image[:, :, 0])
+    assert ok
+    kind, size = encoded_image_size(data.tobytes())
+    assert kind != "unknown" and size == (417, 301)
+
+
+def test_a_png_declaring_30000x30000_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = huge_png(tmp_path / "huge.png")
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(InvalidImageError, match=r"huge.png': its PNG header declares 30000x30000 pixels; accepted are "
+                                                 r"1 to 134 million pixels, so it was not decoded"):
+        decode_image_file(path)
+    with pytest.raises(InvalidImageError, match=r"declares frames of 16000x16000 pixels"):
+        check_declared_size(16000.0, 16000.0, "video 'x'")
+    check_declared_size(0, 0, "a camera that declares nothing")
+
+
+def test_a_truncated_jpeg_is_refused_and_appended_data_is_not(tmp_path: Path) -> None:
+    data = SAMPLE_JPEG.read_bytes()
+    whole = decode_image_file(SAMPLE_JPEG)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) * 2 // 3])
+    assert cv2.imread(str(truncated)) is not None, "OpenCV alone decodes it (half grey)"
+    with pytest.raises(InvalidImageError, match=r"truncated.jpg': a truncated JPEG \(\d+ bytes, no end-of-image"):
+        decode_image_file(truncated)
+    # a phone's motion photo: a JPEG with a video appended after its end marker
+    motion = tmp_path / "motion.jpg"
+    motion.write_bytes(data + b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    assert np.array_equal(decode_image_file(motion), whole)
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("hello")
+    with pytest.raises(InvalidImageError, match=r"notes.jpg' is not a readable image"):
+        decode_image_file(not_an_image)

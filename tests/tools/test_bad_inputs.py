@@ -4,6 +4,7 @@ end in a traceback or was silently accepted."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -179,3 +180,65 @@ def test_replay_with_a_model_failing_inside_onnxruntime(
     config.write_text(yaml.safe_dump(data))
     fails(["replay", str(afew_bag), "--out", str(tmp_path / "o"), "--config", str(config)], capsys,
           r"replay: error: .*f.onnx: onnxruntime failed running this frame graph")
+
+
+# -- inputs that declare a huge size, truncated JPEGs ----------------------------------------------
+
+
+def huge_video(path: Path) -> Path:
+    """A real AVI (raw video) whose stream header declares 16000x16000 frames (3 frames of 64x48 inside)."""
+    import struct
+
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), 0, 10.0, (64, 48))  # fourcc 0: uncompressed frames
+    assert writer.isOpened()
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<II", data, data.find(b"avih") + 8 + 32, 16000, 16000)  # dwWidth, dwHeight
+    struct.pack_into("<ii", data, data.find(b"strf") + 12, 16000, 16000)  # biWidth, biHeight
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_run_refuses_huge_declared_sizes_and_skips_truncated_jpegs(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.core.test_image import SAMPLE_JPEG, huge_png
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    huge_png(folder / "huge.png")
+    data = SAMPLE_JPEG.read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "whole.jpg").write_bytes(data)
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--out", str(out), "--model-kind", "none", "--no-video"]) == 0
+    assert "1 frames, 1 faces, 2 skipped" in capsys.readouterr().out
+    assert "huge.png': its PNG header declares 30000x30000 pixels" in caplog.text
+    assert "cut.jpg': a truncated JPEG" in caplog.text
+    assert [json.loads(line)["name"] for line in (out / "results.jsonl").read_text().splitlines()] == ["whole"]
+    # alone, each is one error line (it used to be a segmentation fault after 5.5 GB, or a half-grey face)
+    fails(["run", str(folder / "huge.png"), "--out", str(tmp_path / "o1"), "--model-kind", "none"], capsys,
+          r"no frame of .*huge.png' could be processed \(1 skipped\)")
+    fails(["run", str(huge_video(tmp_path / "huge.avi")), "--out", str(tmp_path / "o2"), "--model-kind", "none"],
+          capsys, r"run: error: video 'huge' declares frames of 16000x16000 pixels; accepted are at most 134 million")
+
+
+def test_make_bag_skips_truncated_jpegs_and_refuses_huge_videos(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.core.test_image import SAMPLE_JPEG
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    data = SAMPLE_JPEG.read_bytes()
+    for i in range(3):
+        (folder / f"{i:05d}.jpg").write_bytes(data if i != 1 else data[: len(data) // 2])
+    assert main(["make-bag", str(folder), "--out", str(tmp_path / "bag")]) == 0
+    assert "2 images on /camera/image_raw" in capsys.readouterr().out
+    assert "00001.jpg': a truncated JPEG" in caplog.text
+    fails(["make-bag", str(huge_video(tmp_path / "huge.avi")), "--out", str(tmp_path / "bag2")], capsys,
+          r"make-bag: error: video '.*huge.avi' declares frames of 16000x16000 pixels")

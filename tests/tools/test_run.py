@@ -147,7 +147,7 @@ def test_unreadable_images_are_skipped(tmp_path: Path, afew_clip_dir: Path, capl
     out = tmp_path / "out"
     assert main(["run", str(frames_dir), "--out", str(out), "--model-kind", "none"]) == 0
     assert [r["name"] for r in read_results(out)] == ["a", "c"]
-    assert "b.png is not a readable image" in caplog.text
+    assert "b.png': its PNG header is damaged (no image size), so it is not a readable image" in caplog.text
 
 
 # -- inputs ---------------------------------------------------------------------------------------
