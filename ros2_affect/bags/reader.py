@@ -134,15 +134,23 @@ class BagReader:
             :func:`create_bag_typestore` (humble + affect_msgs). Types it lacks are
             registered from the definitions stored in the bag.
 
+        strict: stop at the first unreadable message or damaged storage page (BagError);
+            by default they are skipped (logged, counted in :attr:`unreadable`) and reading
+            goes on after the damage.
+
     Raises:
         BagError: the path is not a readable bag (see :meth:`open`).
     """
 
-    def __init__(self, path: PathLike, typestore: Any = None) -> None:
+    def __init__(self, path: PathLike, typestore: Any = None, strict: bool = False) -> None:
         self.path = Path(path)
         self._typestore = typestore
         self._reader: Any = None
         self._connections: List[Any] = []
+        self.strict = strict
+        #: messages skipped so far: undecodable ones (:meth:`decode_or_skip`) and those lost
+        #: in damaged storage pages/chunks (:meth:`messages`).
+        self.unreadable = 0
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -155,9 +163,21 @@ class BagReader:
         except Exception as exc:  # rosbags, sqlite (apsw), mcap, struct and OS errors alike
             raise BagError(
                 f"bag {str(self.path)!r}: cannot {action}: {_describe_failure(exc)} ({type(exc).__name__}). "
-                "The bag is corrupt or truncated (an interrupted recording?); re-record or re-copy it, "
-                "or try `ros2 bag reindex` on a ROS 2 machine"
+                f"The bag is corrupt or truncated (an interrupted recording?); {self.recovery_hint()}"
             ) from None
+
+    def recovery_hint(self) -> str:
+        """How to repair this bag's storage: ``mcap recover`` for MCAP, ``ros2 bag reindex`` for sqlite3."""
+        storage = "mcap" if self.path.suffix == ".mcap" or any(self.path.glob("*.mcap")) else "sqlite3"
+        if storage == "mcap":
+            return (
+                "recover what is readable with `mcap recover BAG.mcap -o fixed.mcap` (the mcap CLI) and replay that, "
+                "or re-copy the bag"
+            )
+        return (
+            "rebuild its metadata with `ros2 bag reindex BAG_FOLDER sqlite3` on a ROS 2 machine (or "
+            "`sqlite3 BAG.db3 '.recover'` for damaged pages), or re-copy the bag"
+        )
 
     def open(self) -> BagReader:
         """Open the bag and read its topic list.
@@ -328,13 +348,43 @@ class BagReader:
         conns = [c for c in self._connections if not names or c.topic in names]
         if not conns:
             return
-        iterator = self._guard("read its messages", lambda: iter(self.reader.messages(connections=conns)))
+        expected = sum(int(c.msgcount) for c in conns)
+        yielded = 0
+        start: Optional[int] = None  # where reading (re)starts, ns; None: the beginning
+        last_ns: Optional[int] = None
+        damaged = False
         while True:
-            item = self._guard("read its messages", lambda: next(iterator, None))
-            if item is None:
-                return
-            conn, bag_time_ns, data = item
-            yield BagMessage(conn.topic, conn.msgtype, int(bag_time_ns), bytes(data), conn)
+            try:
+                for conn, bag_time_ns, data in self.reader.messages(connections=conns, start=start):
+                    last_ns = int(bag_time_ns)
+                    yielded += 1
+                    yield BagMessage(conn.topic, conn.msgtype, last_ns, bytes(data), conn)
+                break
+            except AffectError:
+                raise
+            except Exception as exc:  # a damaged page (sqlite) or chunk (MCAP)
+                if self.strict:
+                    raise BagError(
+                        f"bag {str(self.path)!r}: cannot read its messages after t={last_ns} ns: "
+                        f"{_describe_failure(exc)} ({type(exc).__name__}); {self.recovery_hint()}, or leave out "
+                        "--strict to skip the damaged part"
+                    ) from None
+                if not damaged:
+                    LOG.warning(
+                        "bag %s: damaged storage after t=%s ns (%s); skipping the unreadable part. To repair it: %s",
+                        self.path, last_ns, _describe_failure(exc), self.recovery_hint(),
+                    )
+                damaged = True
+                failed = last_ns if last_ns is not None else int(self.reader.start_time) - 1
+                if start is not None and start > failed:
+                    failed = start  # the resumed read failed at once: the damage goes on past it
+                start = self._resume_after(conns, failed)
+                if start is None:
+                    break
+        if damaged:
+            lost = max(0, expected - yielded)
+            self.unreadable += lost
+            LOG.warning("bag %s: %d message(s) in damaged storage were skipped", self.path, lost)
 
     def decode(self, message: BagMessage) -> Any:
         """Deserialize one message.
@@ -352,6 +402,55 @@ class BagReader:
             lambda: self._typestore.deserialize_cdr(message.data, message.msgtype),
         )
 
+    def _readable_from(self, conns: List[Any], start: int) -> bool:
+        """Whether reading ``conns`` from ``start`` (ns) gets a first message without a storage error."""
+        try:
+            next(iter(self.reader.messages(connections=conns, start=start)), None)
+        except AffectError:
+            raise
+        except Exception:
+            return False
+        return True
+
+    def _resume_after(self, conns: List[Any], failed_ns: int) -> Optional[int]:
+        """The earliest start (to 1 us) after ``failed_ns`` from which reading works again, or None.
+
+        Steps forward in doubling strides from the damage until a read works, then bisects
+        back, so messages just past a damaged sqlite page or MCAP chunk are not lost.
+        """
+        end_ns = int(self.reader.end_time)
+        stride, good = 1_000, failed_ns + 1
+        while not self._readable_from(conns, good):
+            if good >= end_ns:
+                return None
+            failed_ns = good
+            stride *= 2
+            good = min(failed_ns + stride, end_ns)
+        while good - failed_ns > 1_000:
+            middle = (failed_ns + good) // 2
+            if self._readable_from(conns, middle):
+                good = middle
+            else:
+                failed_ns = middle
+        return good
+
+    def decode_or_skip(self, message: BagMessage) -> Any:
+        """:meth:`decode`, or None (logged, counted in :attr:`unreadable`) when the message does
+        not decode and the reader is not ``strict``.
+
+        Raises:
+            BagError: the message does not decode and ``strict`` is set.
+        """
+        try:
+            return self.decode(message)
+        except BagError as exc:
+            if self.strict:
+                raise BagError(f"{exc}; or leave out --strict to skip unreadable messages") from None
+            self.unreadable += 1
+            if self.unreadable <= 3 or self.unreadable % 100 == 0:
+                LOG.warning("skipping an unreadable message (%d so far): %s", self.unreadable, exc)
+            return None
+
     def images(self, topic: str) -> Iterator[BagImage]:
         """The images of ``topic`` in bag-time order (see :class:`BagImage`).
 
@@ -360,7 +459,9 @@ class BagReader:
         """
         info = self.select_image_topic(topic)
         for index, message in enumerate(self.messages([info.name])):
-            msg = self.decode(message)
+            msg = self.decode_or_skip(message)
+            if msg is None:
+                continue
             header_ns = stamp_to_ns(msg.header.stamp)
             yield BagImage(
                 index=index,

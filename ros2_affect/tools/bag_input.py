@@ -45,7 +45,7 @@ def open_bag_input(spec: str, options: InputOptions) -> InputSource:
     from ros2_affect.tools.inputs import InputFrame, InputSource
 
     store = create_bag_typestore()
-    bag = BagReader(spec, typestore=store).open()
+    bag = BagReader(spec, typestore=store, strict=options.strict).open()
     try:
         info = bag.select_image_topic()
         duration_s = bag.reader.duration / 1e9
@@ -58,7 +58,10 @@ def open_bag_input(spec: str, options: InputOptions) -> InputSource:
     frames_meta: Dict[int, Tuple[Any, int, bool]] = {}
 
     def frames(source: InputSource) -> Iterator[InputFrame]:
+        counted = 0  # the reader's unreadable messages already added to source.skipped
         for image in bag.images(info.name):
+            source.skipped += bag.unreadable - counted
+            counted = bag.unreadable
             if options.max_frames is not None and image.index >= options.max_frames:
                 return
             try:
@@ -69,6 +72,7 @@ def open_bag_input(spec: str, options: InputOptions) -> InputSource:
                 continue
             frames_meta[image.index] = (image.msg.header, image.bag_time_ns, image.stamp_from_header)
             yield InputFrame(image.index, image.stamp_ns, rgb, f"{image.index:06d}")
+        source.skipped += bag.unreadable - counted  # messages lost in damaged storage (logged by the reader)
 
     source = InputSource("bag", Path(spec).name, fps, True, length, frames, close=bag.close)
     source.bag_path = Path(spec)  # type: ignore[attr-defined]

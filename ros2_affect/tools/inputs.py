@@ -68,6 +68,8 @@ class InputOptions:
     max_frames: Optional[int] = None  #: stop after this many frames.
     #: a folder of images holds the frames of one video (tracked across files), not photos.
     sequence: bool = False
+    #: a rosbag: stop at the first unreadable message or damaged page (default: skip and count).
+    strict: bool = False
 
 
 class InputSource:

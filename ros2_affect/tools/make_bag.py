@@ -337,15 +337,21 @@ def add_parser(subparsers: Any) -> None:
         help="none: sensor_msgs/Image; jpeg/png: sensor_msgs/CompressedImage (topic gets /compressed)",
     )
     parser.add_argument("--encoding", choices=ENCODINGS, default="rgb8", help="pixel order of raw images")
-    parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
-                        help="rosbag2 storage: sqlite3 (.db3, ROS 2 Humble's default) or mcap (.mcap, Jazzy's default; needs the rosbag2_storage_mcap plugin on Humble) (default sqlite3)")
+    parser.add_argument(
+        "--storage", choices=("sqlite3", "mcap"), default="sqlite3",
+        help="rosbag2 storage: sqlite3 (.db3, ROS 2 Humble's default) or mcap (.mcap, Jazzy's default; "
+             "Humble reads it with the rosbag2_storage_mcap plugin) (default sqlite3)",
+    )
     parser.add_argument("--topic", type=topic_name, default=DEFAULT_TOPIC, help="image topic")
     parser.add_argument("--frame-id", default="camera", help="header.frame_id of the images")
     parser.add_argument(
-        "--label-topic", type=topic_name, default=DEFAULT_ANNOTATION_TOPIC, help="topic of the AffectAnnotation messages"
+        "--label-topic", type=topic_name, default=DEFAULT_ANNOTATION_TOPIC,
+        help="topic of the AffectAnnotation messages",
     )
-    parser.add_argument("--start-s", type=bounded_float(0, 2**31 - 1, " s (builtin_interfaces/Time holds int32 seconds)"),
-                        default=DEFAULT_START_NS / 1e9, help="stamp of frame 0, seconds since the epoch (>= 0)")
+    parser.add_argument(
+        "--start-s", type=bounded_float(0, 2**31 - 1, " s (builtin_interfaces/Time holds int32 seconds)"),
+        default=DEFAULT_START_NS / 1e9, help="stamp of frame 0, seconds since the epoch (>= 0)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     parser.set_defaults(func=run)
 

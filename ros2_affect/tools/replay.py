@@ -62,6 +62,12 @@ class ReplayResult:
     copied: Dict[str, int] = field(default_factory=dict)
     stamps_from_bag_time: int = 0
     processing_ms: List[float] = field(default_factory=list)
+    #: input messages that could not be read (undecodable, or in a damaged storage page/chunk).
+    unreadable: int = 0
+    #: the storage's repair tool, when messages were lost to damaged storage.
+    recovery_hint: str = ""
+    #: model outputs that were non-finite and left out of the messages (the face has no affect).
+    rejected_outputs: int = 0
 
 
 def _camera_info_topic(bag: BagReader, image_topic: str) -> Optional[str]:
@@ -90,6 +96,7 @@ def replay(
     use_camera_info: Optional[bool] = None,
     overwrite: bool = False,
     progress: bool = False,
+    strict: bool = False,
 ) -> ReplayResult:
     """Replay ``in_bag`` through the pipeline into ``out_bag`` (see the module docstring).
 
@@ -122,7 +129,7 @@ def replay(
 
     store = create_bag_typestore()
     msg_types = rosbags_message_types(store)
-    with BagReader(in_bag, typestore=store) as bag:
+    with BagReader(in_bag, typestore=store, strict=strict) as bag:
         info = bag.select_image_topic(image_topic)
         if faces_topic in bag.topics:
             raise BagError(
@@ -157,14 +164,16 @@ def replay(
                         writer.write_raw(message.topic, message.bag_time_ns, message.data)
                         result.copied[message.topic] = result.copied.get(message.topic, 0) + 1
                     if message.topic == info_topic:
-                        camera_info = bag.decode(message)
+                        camera_info = bag.decode_or_skip(message) or camera_info
                         continue
                     if message.topic != info.name:
                         continue
                     index += 1
                     if bar is not None:
                         bar.update(1)
-                    msg = bag.decode(message)
+                    msg = bag.decode_or_skip(message)
+                    if msg is None:  # logged and counted by the reader (--strict: an error)
+                        continue
                     header_ns = stamp_to_ns(msg.header.stamp)
                     stamp_ns = header_ns if header_ns > 0 else message.bag_time_ns
                     result.images += 1
@@ -203,6 +212,8 @@ def replay(
                     result.faces += len(frame_result.faces)
                     result.frames_with_faces += bool(frame_result.faces)
                     result.processing_ms.append(float(frame_result.stage_ms.get("total", 0.0)))
+                result.unreadable = bag.unreadable
+                result.rejected_outputs = pipeline.rejected_outputs
         finally:
             pipeline.close()
             if bar is not None:
@@ -238,8 +249,12 @@ def add_parser(subparsers: Any) -> None:
         default="measured",
         help="processing_latency_ms: the measured time, or 0 for byte-reproducible messages",
     )
-    parser.add_argument("--faces-topic", type=topic_name, default=FACES_TOPIC, help=f"output topic (default {FACES_TOPIC})")
+    parser.add_argument(
+        "--faces-topic", type=topic_name, default=FACES_TOPIC, help=f"output topic (default {FACES_TOPIC})"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="tracker id seed (repeatable ids)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable message or damaged storage page (default: skip and count)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     parser.set_defaults(func=run)
 
@@ -259,12 +274,17 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=True,
+        strict=args.strict,
     )
     kind = "compressed" if result.compressed else "raw"
     line = (
         f"wrote {result.out}: {result.arrays} FaceAffectArray on {args.faces_topic} for {result.images} {kind} images "
         f"of {result.image_topic}; {result.frames_with_faces} with faces ({result.faces} faces)"
     )
+    if result.unreadable:
+        line += f"; skipped {result.unreadable} unreadable input messages (--strict stops at the first)"
+    if result.rejected_outputs:
+        line += f"; {result.rejected_outputs} non-finite model outputs left out (those faces carry no affect)"
     if result.skipped:
         line += f"; skipped {len(result.skipped)} undecodable images"
     if result.copied:

@@ -141,6 +141,9 @@ def add_parser(subparsers: Any) -> None:
                         help="frame rate for stamps of image folders and videos without timing (default 25)")
     parser.add_argument("--no-video", action="store_true", help="write results.jsonl only, no annotated output")
     parser.add_argument("--seed", type=int, default=None, help="seed of the track ids (reproducible ids), >= 0")
+    parser.add_argument("--strict", action="store_true",
+                        help="a rosbag INPUT: stop at the first unreadable message or damaged storage page "
+                             "(default: skip them and count them as skipped)")
     parser.add_argument("--sequence", action="store_true",
                         help="INPUT is a folder holding the numbered frames of one video: track faces across the "
                              "files (default: a folder holds unrelated photos, each processed on its own)")
@@ -164,7 +167,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed = {args.seed}; pass a seed in 0..{2**32 - 1}, or leave it out")
     config = load_config(args.config, args.model_kind)
     source = open_input(
-        str(args.input), InputOptions(fps=args.fps, max_frames=args.max_frames, sequence=args.sequence)
+        str(args.input),
+        InputOptions(fps=args.fps, max_frames=args.max_frames, sequence=args.sequence, strict=args.strict),
     )
     print(describe_mode(source))
     out_dir: Path = args.out

@@ -242,3 +242,69 @@ def test_make_bag_skips_truncated_jpegs_and_refuses_huge_videos(
     assert "00001.jpg': a truncated JPEG" in caplog.text
     fails(["make-bag", str(huge_video(tmp_path / "huge.avi")), "--out", str(tmp_path / "bag2")], capsys,
           r"make-bag: error: video '.*huge.avi' declares frames of 16000x16000 pixels")
+
+
+# -- damaged bags: skip and count, --strict stops, the right repair tool -----------------------------
+
+
+def sqlite_bag_with_a_bad_message(afew_clip_dir: Path, out: Path) -> Path:
+    """The AFEW clip as a sqlite3 bag whose 5th message holds 2 bytes instead of a CompressedImage."""
+    import apsw
+
+    from ros2_affect.tools.make_bag import make_bag
+
+    make_bag(afew_clip_dir, out, compression="jpeg", storage="sqlite3")
+    db = apsw.Connection(str(next(out.glob("*.db3"))))
+    (row,) = db.execute("SELECT messages.id FROM messages JOIN topics ON messages.topic_id = topics.id "
+                        "WHERE topics.type = 'sensor_msgs/msg/CompressedImage' ORDER BY timestamp LIMIT 1 OFFSET 4")
+    db.execute("UPDATE messages SET data = x'0001' WHERE id = ?", (row[0],))
+    db.close()
+    return out
+
+
+def mcap_bag_with_a_damaged_chunk(source: Path, out: Path) -> Path:
+    """A copy of an MCAP bag whose second chunk's first message record has an impossible length."""
+    import shutil
+
+    from rosbags.rosbag2 import Reader
+
+    shutil.copytree(source, out)
+    reader = Reader(source)
+    reader.open()
+    chunks = list(reader.storage.storages[0].chunks)
+    reader.close()
+    assert len(chunks) >= 3
+    path = next(out.glob("*.mcap"))
+    data = bytearray(path.read_bytes())
+    record = chunks[1].chunk_start_offset + 1 + 8 + 8 + 8 + 8 + 4 + 4 + len(chunks[1].compression) + 8
+    assert data[record] == 0x05  # a message record, read through the chunk's message index
+    data[record + 1:record + 9] = (5).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    return out
+
+
+def test_replay_skips_an_undecodable_message_and_strict_stops(
+    tmp_path: Path, afew_clip_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bag = sqlite_bag_with_a_bad_message(afew_clip_dir, tmp_path / "in")
+    assert main(["replay", str(bag), "--out", str(tmp_path / "out"), "--set", "model.kind=none"]) == 0
+    out = capsys.readouterr().out  # it used to discard the whole run
+    assert "for 41 compressed images" in out and "skipped 1 unreadable input messages" in out
+    fails(["replay", str(bag), "--out", str(tmp_path / "strict"), "--set", "model.kind=none", "--strict"], capsys,
+          r"cannot decode a sensor_msgs/msg/CompressedImage .* `ros2 bag reindex .* sqlite3`.*leave out --strict")
+
+
+def test_run_and_replay_skip_a_damaged_mcap_chunk(
+    tmp_path: Path, afew_bag: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bag = mcap_bag_with_a_damaged_chunk(afew_bag, tmp_path / "in")
+    assert main(["replay", str(bag), "--out", str(tmp_path / "out"), "--set", "model.kind=none"]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"for (\d+) compressed images.*skipped (\d+) unreadable input messages", out)
+    assert found is not None, out
+    read, lost = map(int, found.groups())
+    assert read + lost == 42 and 0 < lost < 30 and read > 17, "the chunks after the damaged one are read"
+    assert main(["run", str(bag), "--out", str(tmp_path / "run"), "--model-kind", "none", "--no-video"]) == 0
+    assert f"{read} frames, {read} faces, {lost} skipped" in capsys.readouterr().out
+    fails(["run", str(bag), "--out", str(tmp_path / "strict"), "--model-kind", "none", "--strict"], capsys,
+          r"run: error: bag .* cannot read its messages after t=\d+ ns: .*`mcap recover .*leave out --strict")
