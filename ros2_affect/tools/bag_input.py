@@ -87,7 +87,7 @@ class BagResultWriter:
 
     Args:
         source: a source from :func:`open_bag_input`.
-        path: the output bag folder; an existing bag there is replaced.
+        path: the output bag folder, new (``run`` writes it inside its own new output folder).
     """
 
     def __init__(self, source: Any, path: Path, faces_topic: str = FACES_TOPIC) -> None:
@@ -97,7 +97,9 @@ class BagResultWriter:
         self._source = source
         self._topic = faces_topic
         self._msg_types = rosbags_message_types(source.typestore)
-        self._writer = BagWriter(path, storage=source.bag_storage, typestore=source.typestore, overwrite=True).open()
+        self._writer = BagWriter(
+            path, storage=source.bag_storage, typestore=source.typestore, tool="run", inputs=[source.bag_path]
+        ).open()
         self._writer.add_topic(faces_topic, FACE_AFFECT_ARRAY_MSGTYPE, qos=[node_qos()])
         self.written = 0
 
@@ -118,3 +120,8 @@ class BagResultWriter:
             self._writer.close()
         else:
             self._writer.abort()
+
+    def close_partial(self, custom_data: Dict[str, str]) -> None:
+        """Finish the bag written so far at :attr:`path`, marked partial in its metadata
+        (``run`` was stopped by a signal and keeps its whole output folder as partial)."""
+        self._writer.close_partial(custom_data, in_place=True)

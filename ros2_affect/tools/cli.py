@@ -11,10 +11,13 @@ import argparse
 import errno
 import importlib
 import logging
+import signal
 import sys
-from typing import List, NoReturn, Optional
+import threading
+from types import FrameType
+from typing import Any, List, NoReturn, Optional
 
-from ros2_affect.errors import AffectError
+from ros2_affect.errors import AffectError, Interrupted
 
 #: subcommand -> module in ros2_affect.tools that defines it
 COMMANDS = {
@@ -65,14 +68,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous_term = _sigterm_as_keyboard_interrupt()
     try:
         return int(args.func(args) or 0)
+    except Interrupted as exc:  # stopped by a signal after closing its output (kept as partial)
+        print(f"ros2-affect {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: unfinished outputs were removed on the way out
+        name = str(exc.args[0]) if exc.args else "SIGINT"
+        print(f"ros2-affect {args.command}: interrupted by {name} before finishing", file=sys.stderr)
+        return 128 + int(getattr(signal.Signals, name, signal.SIGINT))
     except AffectError as exc:
         print(f"ros2-affect {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a path the command was given cannot be created, read or written
         print(f"ros2-affect {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if previous_term is not _NOT_INSTALLED:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_term is None else previous_term)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _sigterm_as_keyboard_interrupt() -> Any:
+    """SIGTERM unwinds like Ctrl-C (outputs being written are cleaned up, one line, no
+    traceback) instead of ending the process on the spot. Returns the previous handler
+    (:data:`_NOT_INSTALLED` off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _NOT_INSTALLED
+    return signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+_NOT_INSTALLED = object()
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -24,7 +24,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from ros2_affect.bags.alignment import (
 from ros2_affect.bags.labels import KNOWN_EXPRESSIONS, AnnotationSet, LabelError, canonical_expression, load_labels
 from ros2_affect.bags.reader import BagReader, read_predictions
 from ros2_affect.errors import BagError
+from ros2_affect.outputs import OutputTarget, only_entries
 from ros2_affect.tools.cli_args import add_command, bounded_float
 
 LOG = logging.getLogger(__name__)
@@ -319,9 +320,38 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_report(evaluation: Evaluation, out_dir: Path) -> List[Path]:
-    """Write ``report.md``, ``metrics.json`` and the plots into ``out_dir``; returns the files."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+#: What ``evaluate`` writes into its ``--out`` folder (and all that ``--overwrite`` replaces).
+REPORT_FILES = ("report.md", "metrics.json", "valence_arousal.png", "confusion_matrix.png")
+
+
+def report_target(out_dir: Path, overwrite: bool = False, inputs: Sequence[Optional[Path]] = ()) -> OutputTarget:
+    """The report folder, checked before any work: not an input, and an existing folder is
+    replaced only with ``overwrite`` and only when it holds nothing but :data:`REPORT_FILES`.
+
+    Raises:
+        OutputError: the folder may not be written (the message says why and what to do).
+    """
+    owned = only_entries({name: None for name in REPORT_FILES}, "evaluate")
+    return OutputTarget(out_dir, overwrite=overwrite, owned=owned, tool="evaluate", inputs=inputs)
+
+
+def write_report(evaluation: Evaluation, out: Union[Path, OutputTarget], overwrite: bool = False) -> List[Path]:
+    """Write ``report.md``, ``metrics.json`` and the plots into the folder ``out``; returns the files.
+
+    The report is written beside ``out`` and moved there when complete (see
+    :func:`report_target` for when an existing folder is replaced).
+
+    Raises:
+        OutputError: ``out`` exists (without ``overwrite``) or holds files evaluate does not write.
+    """
+    target = out if isinstance(out, OutputTarget) else report_target(out, overwrite)
+    with target.stage() as staged:
+        staged.path.mkdir()
+        names = [p.name for p in _write_report_files(evaluation, staged.path)]
+    return [target.path / name for name in names]
+
+
+def _write_report_files(evaluation: Evaluation, out_dir: Path) -> List[Path]:
     m = evaluation.metrics
     files = []
     plots = []
@@ -429,7 +459,12 @@ def add_parser(subparsers: Any) -> None:
         __doc__,
     )
     parser.add_argument("bag", type=Path, help="bag with affect_msgs/FaceAffectArray (replay output or a recording)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for report.md, metrics.json and plots")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for report.md, metrics.json and plots (created)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report folder (one holding only its files)"
+    )
     parser.add_argument(
         "--labels", type=Path, help="CSV, AFEW-VA .json or Aff-Wild2 EXPR/VA .txt (default: label topic)"
     )
@@ -455,6 +490,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.tolerance_ms < 0:
         raise BagError(f"--tolerance-ms {args.tolerance_ms} is negative; pass 0 (exact) or a positive tolerance")
+    # checked before any work: not an input, not an existing report without --overwrite
+    target = report_target(args.out, args.overwrite, [args.bag, args.labels, args.input_bag])
     evaluation = evaluate(
         args.bag,
         labels=args.labels,
@@ -465,7 +502,7 @@ def run(args: argparse.Namespace) -> int:
         tolerance_ns=int(round(args.tolerance_ms * 1e6)),
         image_topic=args.image_topic,
     )
-    files = write_report(evaluation, args.out)
+    files = write_report(evaluation, target)
     m = evaluation.metrics
     summary = [f"coverage {m['coverage']:.3f}", f"id switches {m['id_switches']}"]
     if m["expression"] and "accuracy" in m["expression"]:

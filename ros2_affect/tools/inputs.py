@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -144,9 +144,30 @@ def _is_folder(spec: str) -> bool:
     return Path(spec).is_dir()
 
 
+def unique_names(paths: List[Path]) -> List[str]:
+    """A name per image for outputs: the file stem (``00042``), or the whole file name where
+    two files share a stem (``a.png``, ``a.jpg``), so no output is written over another.
+    Names differ even ignoring case (for case-insensitive file systems): ``~2``, ``~3``... is
+    appended where they still would not."""
+    stems: Dict[str, int] = {}
+    for path in paths:
+        stems[path.stem.lower()] = stems.get(path.stem.lower(), 0) + 1
+    names: List[str] = []
+    taken = set()
+    for path in paths:
+        name = path.stem if stems[path.stem.lower()] == 1 else path.name
+        candidate, n = name, 2
+        while candidate.lower() in taken:
+            candidate, n = f"{name}~{n}", n + 1
+        taken.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
 def _image_files(paths: List[Path], options: InputOptions, kind: str, name: str) -> InputSource:
     period_ns = int(round(1e9 / options.fps))
     paths = paths[: _limit(options, len(paths))]
+    names = unique_names(paths)
 
     def frames(source: InputSource) -> Iterator[InputFrame]:
         for index, path in enumerate(paths):
@@ -156,7 +177,7 @@ def _image_files(paths: List[Path], options: InputOptions, kind: str, name: str)
                 source.skipped += 1
                 LOG.warning("skipping %s", exc)
                 continue
-            yield InputFrame(index, index * period_ns, image, path.stem)
+            yield InputFrame(index, index * period_ns, image, names[index])
 
     independent = kind == "image" or not options.sequence
     return InputSource(kind, name, options.fps, False, len(paths), frames, independent=independent)

@@ -248,13 +248,19 @@ def make_bag(
 ) -> MakeBagResult:
     """Write the bag (see the module docstring). Returns a summary.
 
+    The bag is written beside ``out`` and moved there only when complete; with
+    ``overwrite`` an existing bag that ros2-affect wrote is replaced only then (see
+    :class:`~ros2_affect.bags.writer.BagWriter`).
+
     Raises:
-        BagError: missing input, no images, an existing output, a bad option.
+        OutputError: ``out`` is, holds or lies inside the input or a label file, or exists.
+        BagError: missing input, no images, a bad option.
         LabelError: unreadable labels.
     """
     from ros2_affect.bags.reader import create_bag_typestore
     from ros2_affect.bags.writer import BagWriter, annotation_msg, make_header
 
+    store = create_bag_typestore()
     if compression not in COMPRESSIONS:
         raise BagError(f"--compressed {compression!r} is not accepted; choose one of {', '.join(COMPRESSIONS)}")
     if encoding not in ENCODINGS:
@@ -263,12 +269,15 @@ def make_bag(
         raise BagError(f"--fps {fps} is out of range; expected 0.1..1000 frames per second")
     if compression != "none" and not topic.endswith("/compressed"):
         topic = topic.rstrip("/") + "/compressed"  # the image_transport name of a compressed stream
+    # the output is checked (not an input, not an existing bag without --overwrite) before any work
+    writer = BagWriter(
+        out, storage=storage, typestore=store, overwrite=overwrite, tool="make-bag", inputs=[input_path, *labels]
+    )
     skipped: List[str] = []
     plan = _plan(Path(input_path), [Path(p) for p in labels], skipped)
     rate = fps or plan.fps or DEFAULT_FPS
     by_frame = plan.labels.by_frame_index() if plan.labels is not None else {}
 
-    store = create_bag_typestore()
     result = MakeBagResult(Path(out), topic, 0, None, 0, rate, plan.kind, plan.labels.source if plan.labels else "")
     frames: Iterator[SourceFrame] = plan.frames
     if progress:
@@ -277,7 +286,7 @@ def make_bag(
         frames = iter(tqdm(plan.frames, total=plan.total, unit="img", desc="make-bag"))
     # recorded in each message: dataset and clip name only, so the bag does not depend on local paths
     label_name = f"{plan.labels.dataset} {Path(input_path).name}" if plan.labels is not None else ""
-    with BagWriter(out, storage=storage, typestore=store, overwrite=overwrite) as bag:
+    with writer as bag:
         image_type = "sensor_msgs/msg/Image" if compression == "none" else "sensor_msgs/msg/CompressedImage"
         bag.add_topic(topic, image_type)
         if plan.labels is not None and len(plan.labels):
@@ -294,7 +303,10 @@ def make_bag(
                 bag.write(label_topic, stamp_ns, annotation_msg(store, annotation, stamp_ns, frame_id, label_name))
                 result.annotations += 1
         if result.images == 0:
-            raise BagError(f"no frame of {str(input_path)!r} could be read; nothing written")
+            raise BagError(
+                f"no frame of {str(input_path)!r} could be read; nothing written"
+                + (f" ({str(out)!r} was left as it was)" if Path(out).exists() else "")
+            )
     if by_frame and result.annotations < len(by_frame):
         LOG.warning(
             "%d of %d annotated frames have no image in %s (labels for other frames?)",
@@ -352,7 +364,11 @@ def add_parser(subparsers: Any) -> None:
         "--start-s", type=bounded_float(0, 2**31 - 1, " s (builtin_interfaces/Time holds int32 seconds)"),
         default=DEFAULT_START_NS / 1e9, help="stamp of frame 0, seconds since the epoch (>= 0)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output bag that ros2-affect wrote (only once the new one is complete)",
+    )
     parser.set_defaults(func=run)
 
 

@@ -22,6 +22,7 @@ copied verbatim into the output bag, so it alone feeds ``ros2-affect evaluate`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,14 @@ from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagImage, BagReader, cr
 from ros2_affect.bags.writer import (
     FACE_AFFECT_ARRAY_MSGTYPE,
     FACES_TOPIC,
+    STOPPED_BY_KEY,
     STORAGES,
     BagWriter,
     add_copied_topic,
     node_qos,
 )
 from ros2_affect.config import PipelineConfig, load_parameter_file, load_pipeline_config
-from ros2_affect.errors import BagError, ConfigError, InvalidImageError
+from ros2_affect.errors import BagError, ConfigError, Interrupted, InvalidImageError
 from ros2_affect.tools.cli_args import add_command, add_config_arguments, config_with_overrides, topic_name
 
 LOG = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def replay(
     use_camera_info: Optional[bool] = None,
     overwrite: bool = False,
     progress: bool = False,
+    stop_on_signals: bool = False,
     strict: bool = False,
 ) -> ReplayResult:
     """Replay ``in_bag`` through the pipeline into ``out_bag`` (see the module docstring).
@@ -106,13 +109,21 @@ def replay(
         storage: "sqlite3" or "mcap"; default: the input bag's.
         seed: tracker id seed; None: fresh ids every run (as the node).
         use_camera_info: default: the parameter file's ``use_camera_info``.
+        overwrite: replace an existing output bag that ros2-affect wrote, once the new one
+            is complete (:class:`~ros2_affect.bags.writer.BagWriter`).
+        stop_on_signals: SIGINT and SIGTERM stop the replay between images (the command
+            line sets it): the bag written so far is closed, marked partial and kept as
+            ``<out_bag>.partial``, and :class:`~ros2_affect.errors.Interrupted` is raised.
 
     Raises:
-        BagError: unreadable input, missing/ambiguous image topic, existing output.
+        OutputError: the output is, holds or lies inside an input, or exists (see ``overwrite``).
+        BagError: unreadable input, missing/ambiguous image topic.
         ConfigError, AssetMissingError, ModelLoadError: bad settings or models.
+        Interrupted: stopped by a signal (``stop_on_signals``), after keeping the partial bag.
     """
     from ros2_affect.core.pipeline import create_pipeline
     from ros2_affect.core.types import Frame
+    from ros2_affect.outputs import StopSignals, check_not_an_input
     from ros2_affect.ros.messages import build_face_affect_array, rosbags_message_types
 
     if latency not in LATENCY_MODES:
@@ -126,6 +137,7 @@ def replay(
 
         params = load_parameter_file(config_path if config_path is not None else default_config_path())
         use_camera_info = bool(params.get("use_camera_info", False))
+    check_not_an_input(out_bag, [in_bag, config_path])  # before reading anything
 
     store = create_bag_typestore()
     msg_types = rosbags_message_types(store)
@@ -142,14 +154,27 @@ def replay(
         result = ReplayResult(Path(out_bag), info.name, info.compressed)
         copy = sorted(bag.topics) if copy_input else []
         read = sorted(set(copy) | {info.name} | ({info_topic} if info_topic else set()))
-        writer = BagWriter(out_bag, storage=storage or bag.storage, typestore=store, overwrite=overwrite)
-        pipeline = create_pipeline(config, tracker_seed=seed)
+        writer = BagWriter(
+            out_bag,
+            storage=storage or bag.storage,
+            typestore=store,
+            overwrite=overwrite,
+            tool="replay",
+            inputs=[in_bag, config_path],
+        )
+        stop = StopSignals("the current image")
+        pipeline: Any = None
         bar: Any = None
-        if progress:
-            from tqdm import tqdm
+        with contextlib.ExitStack() as stack:
+            if stop_on_signals:  # from here on, a signal stops the loop and keeps a partial bag
+                stack.enter_context(stop)
+            stack.callback(lambda: pipeline.close() if pipeline is not None else None)
+            stack.callback(lambda: bar.close() if bar is not None else None)
+            pipeline = create_pipeline(config, tracker_seed=seed)
+            if progress:
+                from tqdm import tqdm
 
-            bar = tqdm(total=info.count, unit="img", desc="replay")
-        try:
+                bar = tqdm(total=info.count, unit="img", desc="replay")
             with writer:
                 writer.add_topic(faces_topic, FACE_AFFECT_ARRAY_MSGTYPE, qos=[node_qos()])
                 for topic in list(copy):
@@ -160,6 +185,8 @@ def replay(
                 last_stamp: Optional[int] = None
                 index = -1
                 for message in bag.messages(read):
+                    if stop.received:
+                        break
                     if message.topic in copy:
                         writer.write_raw(message.topic, message.bag_time_ns, message.data)
                         result.copied[message.topic] = result.copied.get(message.topic, 0) + 1
@@ -214,10 +241,17 @@ def replay(
                     result.processing_ms.append(float(frame_result.stage_ms.get("total", 0.0)))
                 result.unreadable = bag.unreadable
                 result.rejected_outputs = pipeline.rejected_outputs
-        finally:
-            pipeline.close()
-            if bar is not None:
-                bar.close()
+                if stop.received:
+                    partial = writer.close_partial(
+                        {STOPPED_BY_KEY: stop.received, "ros2_affect.images": f"{result.images} of {info.count}"}
+                    )
+                    raise Interrupted(
+                        f"stopped by {stop.received} after {result.images} of {info.count} images: the partial bag "
+                        f"{str(partial)!r} holds {result.arrays} FaceAffectArray on {faces_topic} and is marked "
+                        f"partial in its metadata.yaml (custom_data ros2_affect.partial: 'true')"
+                        + (f"; {str(out_bag)!r} was left as it was" if Path(out_bag).exists() else ""),
+                        stop.received,
+                    )
     if result.stamps_from_bag_time:
         LOG.warning(
             "%d of %d images had a zero header stamp; their bag receive time was used instead",
@@ -255,7 +289,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="tracker id seed (repeatable ids)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable message or damaged storage page (default: skip and count)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output bag that ros2-affect wrote (only once the new one is complete)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -274,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=True,
+        stop_on_signals=True,
         strict=args.strict,
     )
     kind = "compressed" if result.compressed else "raw"

@@ -9,6 +9,7 @@ from the same parameter file the ROS node reads (default: the packaged affect.ya
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -17,9 +18,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ros2_affect.bags.writer import STOPPED_BY_KEY, own_bag
 from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import FaceResult, Frame, FrameResult
-from ros2_affect.errors import AffectError, ConfigError, InferenceError
+from ros2_affect.errors import AffectError, ConfigError, InferenceError, Interrupted
+from ros2_affect.outputs import OutputTarget, OwnedCheck, StopSignals, files_with_suffix, only_entries
 from ros2_affect.tools.cli_args import add_config_arguments, config_with_overrides
 
 LOG = logging.getLogger(__name__)
@@ -132,7 +135,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("input", metavar="INPUT",
                         help="video file, image file, folder of photos, rosbag (folder, .db3 or .mcap; also writes "
                              "an output bag), camera index (0, 1, ...) or 'sample'")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder: new, or empty (written when the run is complete)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's --out folder (one holding only what run writes)")
     add_config_arguments(parser, overrides=False)
     parser.add_argument("--model-kind", choices=("frame", "temporal", "none"), default=None,
                         help="override model.kind: 'none' runs detection, alignment and tracking only")
@@ -154,6 +160,27 @@ def load_config(path: Optional[Path], model_kind: Optional[str]) -> PipelineConf
     return config_with_overrides(path, [f"model.kind={model_kind}"] if model_kind is not None else [])
 
 
+def input_path(spec: str) -> Optional[Path]:
+    """The file or folder an INPUT argument reads (None for a camera index or the sample)."""
+    if spec == "sample" or (spec.isdigit() and not Path(spec).exists()):
+        return None
+    return Path(spec)
+
+
+def owned_run_output() -> OwnedCheck:
+    """``run``'s check that an existing ``--out`` folder holds only what ``run`` writes:
+    ``results.jsonl``, ``annotated.mp4``, ``annotated/*.jpg`` and ``bag/`` (a bag it wrote)."""
+    return only_entries(
+        {
+            "results.jsonl": None,
+            "annotated.mp4": None,
+            "annotated": files_with_suffix({".jpg"}, "run"),
+            "bag": own_bag,
+        },
+        "run",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -166,39 +193,47 @@ def main(args: argparse.Namespace) -> int:
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed = {args.seed}; pass a seed in 0..{2**32 - 1}, or leave it out")
     config = load_config(args.config, args.model_kind)
+    # checked before any work: --out is not an input and replaces only an earlier run's output
+    target = OutputTarget(
+        args.out,
+        overwrite=args.overwrite,
+        owned=owned_run_output(),
+        tool="run",
+        inputs=[input_path(str(args.input)), args.config],
+    )
     source = open_input(
         str(args.input),
         InputOptions(fps=args.fps, max_frames=args.max_frames, sequence=args.sequence, strict=args.strict),
     )
     print(describe_mode(source))
-    out_dir: Path = args.out
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        pipeline = create_pipeline(config, tracker_seed=args.seed)
-    except BaseException:
-        source.close()
-        raise
-    with_model = pipeline.model is not None
-    writer = None if args.no_video else AnnotatedWriter(out_dir, source.is_sequence, source.fps)
-    bag_out = None
-    if source.kind == "bag":  # a rosbag in: also a bag out, as `ros2-affect replay` writes it
-        from ros2_affect.tools.bag_input import BagResultWriter
-
-        try:
-            bag_out = BagResultWriter(source, out_dir / "bag")
-        except BaseException:
-            pipeline.close()
-            source.close()
-            raise
-    failure: Optional[BaseException] = None
-    results_path = out_dir / "results.jsonl"
+    stop = StopSignals("the current frame")
     frames = faces = errors = 0
     stage_sums: Dict[str, float] = {}
     started = time.perf_counter()
-    try:
-        with source, open(results_path, "w") as results:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(source)
+        staged = target.stage()  # everything is written beside --out, moved there when complete
+        stack.callback(staged.discard)  # an error or no frame: the new output goes, an old one stays
+        out_dir = staged.path
+        out_dir.mkdir()
+        stack.enter_context(stop)
+        pipeline = create_pipeline(config, tracker_seed=args.seed)
+        stack.callback(pipeline.close)
+        with_model = pipeline.model is not None
+        writer = None if args.no_video else AnnotatedWriter(out_dir, source.is_sequence, source.fps)
+        if writer is not None:
+            stack.callback(writer.close)
+        bag_out: Any = None
+        if source.kind == "bag":  # a rosbag in: also a bag out, as `ros2-affect replay` writes it
+            from ros2_affect.tools.bag_input import BagResultWriter
+
+            bag_out = BagResultWriter(source, out_dir / "bag")
+            stack.push(lambda kind, exc, tb: bag_out.close(exc))  # deletes it after an error
+        with open(out_dir / "results.jsonl", "w") as results:
             progress = tqdm(source, total=source.length, unit="frame", desc=f"run {source.name}", disable=None)
             for item in progress:
+                if stop.received:
+                    break
                 if source.independent:  # unrelated photos: no track, eye or sequence state crosses files
                     pipeline.reset()
                 try:
@@ -222,26 +257,40 @@ def main(args: argparse.Namespace) -> int:
                 if writer is not None:
                     writer.write(annotate(item.image, result), item.name)
             progress.close()
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        pipeline.close()
+        skipped = errors + source.skipped
+        # a camera has no end: a signal is how a live run is stopped, and its output is complete
+        stopped = stop.received if source.kind != "camera" else None
+        if stopped and frames == 0:
+            raise Interrupted(f"stopped by {stopped} before the first frame; nothing written", stopped)
+        if frames == 0:
+            raise ConfigError(
+                f"no frame of {args.input!r} could be processed ({skipped} skipped); see the warnings above"
+                + (f"; {str(target.path)!r} was left as it was" if target.path.exists() else "")
+            )
         if writer is not None:
             writer.close()
         if bag_out is not None:
-            bag_out.close(failure)
+            if stopped:
+                bag_out.close_partial({STOPPED_BY_KEY: stopped})
+            else:
+                bag_out.close()
+        final = staged.keep_partial() if stopped else staged.commit()
     elapsed = time.perf_counter() - started
-    skipped = errors + source.skipped
     means = ", ".join(f"{k} {v / frames:.1f}" for k, v in stage_sums.items()) if frames else "-"
     print(f"{frames} frames, {faces} faces, {skipped} skipped, {elapsed:.1f} s; mean ms per frame: {means}")
     if with_model and pipeline.rejected_outputs:
         print(f"warning: {pipeline.rejected_outputs} model outputs were non-finite and left out")
-    print(f"results: {results_path}")
+    print(f"results: {final / 'results.jsonl'}")
     if writer is not None and writer.written:
-        print(f"annotated: {writer.path}")
+        print(f"annotated: {final / writer.path.name}")
     if bag_out is not None:
-        print(f"bag: {bag_out.path} ({bag_out.written} affect_msgs/FaceAffectArray on /affect_node/faces)")
-    if frames == 0:
-        raise ConfigError(f"no frame of {args.input!r} could be processed ({skipped} skipped); see the warnings above")
+        print(f"bag: {final / 'bag'} ({bag_out.written} affect_msgs/FaceAffectArray on /affect_node/faces)")
+    if stopped:
+        raise Interrupted(
+            f"stopped by {stopped} after {frames} frames of {args.input!r}: the partial output is in "
+            f"{str(final)!r}" + (f"; {str(target.path)!r} was left as it was" if target.path.exists() else ""),
+            stopped,
+        )
+    if stop.received:
+        print(f"stopped by {stop.received}: camera run ended")
     return 0
