@@ -19,11 +19,14 @@ annotation's ``face_id``, or else the frame's *main face*: the one with the larg
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ros2_affect.bags.labels import Annotation, AnnotationSet
 from ros2_affect.errors import ConfigError
+
+LOG = logging.getLogger(__name__)
 
 ALIGN_MODES = ("auto", "stamp", "frame")
 #: Default stamp tolerance: half a frame period at 30 fps.
@@ -99,11 +102,14 @@ class AlignedPair:
 
 
 def main_face(frame: FramePrediction, face_id: str = "") -> Optional[FacePrediction]:
-    """The face an annotation refers to: ``face_id`` if present, else the largest box."""
+    """The face an annotation refers to: the face with track id ``face_id`` when one is given
+    (None when no face of the frame has it: a label for another person is never scored
+    against whoever is largest), else the largest box."""
     if face_id:
         for face in frame.faces:
             if face.track_id == face_id:
                 return face
+        return None
     if not frame.faces:
         return None
     # ties (equal areas) go to the earlier face, so the choice is deterministic
@@ -181,7 +187,36 @@ def align(
                 frame = predictions[ann.frame_index]
         face = main_face(frame, ann.face_id) if frame is not None else None
         pairs.append(AlignedPair(ann, frame, face, offset))
+    _warn_unmatched(pairs, annotations, used, tolerance_ns)
     return pairs, used
+
+
+def _warn_unmatched(pairs: Sequence[AlignedPair], annotations: AnnotationSet, mode: str, tolerance_ns: int) -> None:
+    """Log why annotations found no prediction: no frame at all (coverage 0), or face ids that
+    match no track in their frame."""
+    if not pairs:
+        return
+    framed = [p for p in pairs if p.frame is not None]
+    if not framed:
+        how = (
+            f"by stamp within {tolerance_ns / 1e6:g} ms" if mode == "stamp" else "by frame index"
+        )
+        LOG.warning(
+            "none of the %d annotations (%s) matched a prediction frame %s: coverage is 0. Check that the labels "
+            "belong to this bag (pass the replayed input with --input-bag), or try --align %s / a larger "
+            "--tolerance-ms",
+            len(pairs), annotations.source, how, "frame" if mode == "stamp" else "stamp",
+        )
+        return
+    strangers = [p for p in framed if p.annotation.face_id and p.face is None and p.frame and p.frame.faces]
+    if strangers:
+        ids = sorted({p.annotation.face_id for p in strangers})
+        LOG.warning(
+            "%d of %d annotations name a face id that no track in their frame has (%s); they count as missed, "
+            "not scored against another face. Use the track ids of the predictions (or leave the face column empty "
+            "for the main face)",
+            len(strangers), len(pairs), ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else ""),
+        )
 
 
 def count_id_switches(pairs: Sequence[AlignedPair]) -> int:

@@ -23,7 +23,8 @@ CSV columns (header row required, order free, ``#`` lines are comments)::
     valence      optional: -1..1
     arousal      optional: -1..1
 
-An empty cell means "not annotated". Label topics in bags hold
+An empty cell means "not annotated"; a row with no expression, valence or arousal is no
+annotation at all (it does not count as an annotated frame). Label topics in bags hold
 ``affect_msgs/msg/AffectAnnotation`` messages (see :mod:`ros2_affect.bags.writer`).
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS, CONTEMPT
 from ros2_affect.errors import BagError, DatasetError
+
+LOG = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -335,6 +339,7 @@ def load_csv(path: PathLike) -> AnnotationSet:
     if "frame" not in header and "stamp_ns" not in header:
         raise LabelError(f"{path}: needs a 'frame' or a 'stamp_ns' column to align labels with images; got {header}")
     annotations = []
+    unlabelled = 0
     for (line_no, _), cells in zip(rows[1:], reader, strict=False):  # quoted newlines end it early
         where = f"{path} line {line_no}"
         if len(cells) != len(header):
@@ -357,6 +362,9 @@ def load_csv(path: PathLike) -> AnnotationSet:
             raise LabelError(f"{where}: frame = {frame} is negative; frames are 0-based indices")
         valence, arousal = number("valence", float), number("arousal", float)
         expression = row.get("expression", "")
+        if not expression and valence is None and arousal is None:
+            unlabelled += 1  # a frame listed without any label: not an annotated frame
+            continue
         annotations.append(
             Annotation(
                 frame_index=frame,
@@ -367,6 +375,8 @@ def load_csv(path: PathLike) -> AnnotationSet:
                 arousal=None if arousal is None else _unit_value(arousal, where, "arousal"),
             )
         )
+    if unlabelled:
+        LOG.info("%s: %d row(s) without expression, valence or arousal are not annotations", path, unlabelled)
     annotations.sort(key=lambda a: (a.frame_index if a.frame_index is not None else -1, a.stamp_ns or 0))
     return AnnotationSet(tuple(annotations), f"CSV {path}", "csv")
 

@@ -241,6 +241,13 @@ def replay(
                     result.processing_ms.append(float(frame_result.stage_ms.get("total", 0.0)))
                 result.unreadable = bag.unreadable
                 result.rejected_outputs = pipeline.rejected_outputs
+                if result.arrays == 0 and not getattr(stop, "received", None):
+                    raise BagError(
+                        f"no image of {info.name!r} in {str(in_bag)!r} could be processed ({info.count} messages, "
+                        f"{len(result.skipped)} undecodable images, {result.unreadable} unreadable messages; see the "
+                        f"warnings above), so no output bag was written; choose another topic with --image-topic "
+                        f"(image topics: {', '.join(t.name for t in bag.image_topics())})"
+                    )
                 if stop.received:
                     partial = writer.close_partial(
                         {STOPPED_BY_KEY: stop.received, "ros2_affect.images": f"{result.images} of {info.count}"}

@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -20,12 +20,15 @@ from ros2_affect.tools.replay import replay
 from tests.backends.affect_graphs import write_graph
 from tests.bags.helpers import pipeline_config
 
+#: tqdm's progress bar lines (stderr)
+PROGRESS = re.compile(r"\d+(img|frame|it)? \[\d\d:\d\d|%\|")
+
 
 def fails(argv: List[str], capsys: pytest.CaptureFixture, pattern: str, code: int = 1) -> str:
     """Run the CLI; it must exit ``code`` with one stderr line matching ``pattern`` and no traceback."""
     assert main(argv) == code
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]  # not the progress bar
+    lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.search(line)]
     assert "Traceback" not in err
     assert len(lines) == 1, err
     assert re.search(pattern, lines[0]), lines[0]
@@ -40,6 +43,13 @@ def exits(argv: List[str], capsys: pytest.CaptureFixture, pattern: str) -> None:
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert re.search(pattern, err), err
+
+
+def node_parameters(data: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``ros__parameters`` of the parameter file's affect_node section (whatever its key)."""
+    (section,) = (v for k, v in data.items() if str(k).endswith("affect_node"))
+    params: Dict[str, Any] = section["ros__parameters"]
+    return params
 
 
 def read_only_folder(tmp_path: Path) -> Path:
@@ -161,7 +171,7 @@ def failing_frame_graph(path: Path) -> Path:
 
 def test_a_model_failing_inside_onnxruntime_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = yaml.safe_load(default_config_path().read_text())
-    data["affect_node"]["ros__parameters"]["model"]["frame_model"] = str(failing_frame_graph(tmp_path / "f.onnx"))
+    node_parameters(data)["model"]["frame_model"] = str(failing_frame_graph(tmp_path / "f.onnx"))
     config = tmp_path / "affect.yaml"
     config.write_text(yaml.safe_dump(data))
     line = fails(["run", "sample", "--out", str(tmp_path / "o"), "--config", str(config), "--model-kind", "frame"],
@@ -174,7 +184,7 @@ def test_replay_with_a_model_failing_inside_onnxruntime(
     tmp_path: Path, afew_bag: Path, capsys: pytest.CaptureFixture
 ) -> None:
     data = yaml.safe_load(default_config_path().read_text())
-    model = data["affect_node"]["ros__parameters"]["model"]
+    model = node_parameters(data)["model"]
     model["frame_model"], model["kind"] = str(failing_frame_graph(tmp_path / "f.onnx")), "frame"
     config = tmp_path / "affect.yaml"
     config.write_text(yaml.safe_dump(data))
@@ -308,3 +318,75 @@ def test_run_and_replay_skip_a_damaged_mcap_chunk(
     assert f"{read} frames, {read} faces, {lost} skipped" in capsys.readouterr().out
     fails(["run", str(bag), "--out", str(tmp_path / "strict"), "--model-kind", "none", "--strict"], capsys,
           r"run: error: bag .* cannot read its messages after t=\d+ ns: .*`mcap recover .*leave out --strict")
+
+
+# -- silent oddities in evaluation and replay ------------------------------------------------------
+
+
+def test_label_oddities_are_not_silent(
+    tmp_path: Path, replayed: Dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from ros2_affect.bags.reader import BagReader
+    from ros2_affect.tools.evaluate_bag import evaluate
+
+    with BagReader(replayed["in"]) as bag:
+        stamps = [im.stamp_ns for im in bag.images(bag.select_image_topic().name)][:20]
+    # rows that list a frame but label nothing are no annotations (coverage was 0.5 here)
+    listed = tmp_path / "listed.csv"
+    listed.write_text("frame,expression,valence,arousal\n"
+                      + "".join(f"{i},happy,0.5,0.2\n" for i in range(20))
+                      + "".join(f"{i},,,\n" for i in range(20, 40)))
+    m = evaluate(replayed["out"], labels=listed, input_bag=replayed["in"]).metrics
+    assert m["coverage"] == 1.0 and m["expression"]["n"] == 20
+    # a face id that no track has is a miss, never scored against the main face (it was: coverage 1.0)
+    stranger = tmp_path / "stranger.csv"
+    stranger.write_text("stamp_ns,face,valence,arousal\n" + "".join(f"{s},nobody,0.5,0.2\n" for s in stamps))
+    caplog.clear()
+    m = evaluate(replayed["out"], labels=stranger).metrics
+    assert m["coverage"] == 0.0 and m["valence"]["n"] == 0
+    assert "20 of 20 annotations name a face id that no track in their frame has (nobody)" in caplog.text
+    # labels that match no frame at all: coverage 0 with a reason (it was silent)
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("stamp_ns,valence,arousal\n" + "".join(f"{s + 5_000_000},0.5,0.2\n" for s in stamps))
+    caplog.clear()
+    m = evaluate(replayed["out"], labels=shifted, tolerance_ns=0).metrics
+    assert m["coverage"] == 0.0
+    assert "none of the 20 annotations (CSV" in caplog.text and "coverage is 0" in caplog.text
+
+
+def test_replay_counts_non_finite_outputs_and_refuses_an_empty_topic(
+    tmp_path: Path, afew_bag: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = yaml.safe_load(default_config_path().read_text())
+    model = node_parameters(data)["model"]
+    # logits + log(mean crop): NaN for every crop darker than mid-grey
+    model["frame_model"] = str(write_graph(tmp_path / "nan.onnx", "frame", va_mode="derived", nan_when_dark=True))
+    model["kind"] = "frame"
+    config = tmp_path / "affect.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["replay", str(afew_bag), "--out", str(tmp_path / "o"), "--config", str(config)]) == 0
+    found = re.search(r"; (\d+) non-finite model outputs left out", capsys.readouterr().out)
+    assert found is not None and int(found.group(1)) > 0
+
+
+def test_replay_of_an_empty_or_mismatched_image_topic_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rosbags.rosbag2 import Writer
+
+    from ros2_affect.bags.reader import create_bag_typestore
+
+    store = create_bag_typestore()
+    image, header, time = (store.types[f] for f in
+                           ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+    bag = tmp_path / "odd"
+    with Writer(bag, version=8) as writer:
+        writer.add_connection("/empty/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        yuv = writer.add_connection("/yuv/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(5):  # an encoding the pipeline does not take: every image is skipped
+            msg = image(header=header(stamp=time(sec=1, nanosec=i), frame_id="cam"), height=4, width=4,
+                        encoding="yuv422", is_bigendian=0, step=8, data=np.zeros(32, np.uint8))
+            writer.write(yuv, 1_000_000_000 + i, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    for topic, counts in (("/empty/image_raw", r"0 messages"), ("/yuv/image_raw", r"5 messages, 5 undecodable")):
+        out = tmp_path / topic.split("/")[1]
+        fails(["replay", str(bag), "--out", str(out), "--image-topic", topic, "--set", "model.kind=none"], capsys,
+              rf"no image of '{topic}' in .* could be processed \({counts}.*no output bag was written")
+        assert not out.exists()
