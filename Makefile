@@ -27,7 +27,7 @@ assets: $(VENV)/.installed
 
 ## demo: set up, then run the pipeline on the bundled sample and write out/demo/
 demo: setup
-	$(BIN)/ros2-affect run sample --out $(OUT)
+	$(BIN)/ros2-affect run sample --out $(OUT) --overwrite
 
 ## test: the test suite, then the runtime tests under Python 3.10/numpy 1 and 3.12 (what .ci/run runs)
 test: setup

@@ -74,10 +74,14 @@ STOPPED_BY_KEY = "ros2_affect.stopped_by"
 
 
 def bag_custom_data(path: PathLike) -> Dict[str, str]:
-    """The ``custom_data`` of a bag folder's ``metadata.yaml`` ({} when there is none)."""
+    """The ``custom_data`` of a bag folder's ``metadata.yaml`` ({} when there is none, or
+    when the file cannot be read)."""
     import yaml
 
-    meta = yaml.safe_load((Path(path) / "metadata.yaml").read_text(encoding="utf-8"))
+    try:
+        meta = yaml.safe_load((Path(path) / "metadata.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
     info = meta.get("rosbag2_bagfile_information", {}) if isinstance(meta, dict) else {}
     custom = info.get("custom_data") if isinstance(info, dict) else None
     return {str(k): str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}

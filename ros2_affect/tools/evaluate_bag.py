@@ -40,6 +40,7 @@ from ros2_affect.bags.alignment import (
 )
 from ros2_affect.bags.labels import KNOWN_EXPRESSIONS, AnnotationSet, LabelError, canonical_expression, load_labels
 from ros2_affect.bags.reader import BagReader, read_predictions
+from ros2_affect.bags.writer import PARTIAL_KEY, STOPPED_BY_KEY, bag_custom_data
 from ros2_affect.errors import BagError
 from ros2_affect.outputs import OutputTarget, only_entries
 from ros2_affect.tools.cli_args import add_command, bounded_float
@@ -59,6 +60,21 @@ class Evaluation:
 
 def _finite_or_none(value: float) -> Optional[float]:
     return float(value) if math.isfinite(value) else None
+
+
+def partial_bag_note(bag_path: Path) -> Optional[str]:
+    """A warning when ``bag_path`` is a bag that a replay stopped by a signal closed early
+    (``custom_data`` ``ros2_affect.partial``), else None."""
+    custom = bag_custom_data(bag_path) if Path(bag_path).is_dir() else {}
+    if custom.get(PARTIAL_KEY) != "true":
+        return None
+    how = custom.get(STOPPED_BY_KEY, "a signal")
+    images = custom.get("ros2_affect.images")
+    return (
+        f"{str(bag_path)!r} is a partial bag (its replay was stopped by {how}"
+        + (f" after {images} images" if images else "")
+        + "): the scores cover only that part"
+    )
 
 
 def _summary(values: Sequence[float]) -> Dict[str, Any]:
@@ -198,8 +214,12 @@ def evaluate(
     else:
         latency = {"source": "none", "n": 0}
     model_ids = sorted({f.model_id for fr in predictions for f in fr.faces if f.has_affect})
+    partial = partial_bag_note(bag_path)
+    if partial:
+        LOG.warning("%s", partial)
     result: Dict[str, Any] = {
         "bag": str(bag_path),
+        "partial_bag": partial,
         "predictions_topic": topic,
         "labels": annotations.source,
         "model_ids": model_ids,
@@ -369,7 +389,8 @@ def _write_report_files(evaluation: Evaluation, out_dir: Path) -> List[Path]:
     lines = [
         "# Affect evaluation",
         "",
-        f"- bag: `{m['bag']}` (predictions on `{m['predictions_topic']}`)",
+        f"- bag: `{m['bag']}` (predictions on `{m['predictions_topic']}`)"
+        + (f"; **{m['partial_bag']}**" if m.get("partial_bag") else ""),
         f"- labels: {m['labels']}",
         f"- model: {', '.join(m['model_ids']) or 'none (no affect estimates)'}",
         f"- alignment: by {m['alignment']['mode']}"
@@ -511,5 +532,7 @@ def run(args: argparse.Namespace) -> int:
         if m[dim] and "ccc" in m[dim]:
             summary.append(f"{dim} CCC {m[dim]['ccc']:.3f} RMSE {m[dim]['rmse']:.3f}")
     print("; ".join(summary))
+    if m.get("partial_bag"):
+        print(f"warning: {m['partial_bag']}")
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -24,6 +24,8 @@ import yaml
 
 from ros2_affect.bags.reader import BagReader, create_bag_typestore
 from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC, BagWriter
+from ros2_affect.tools.evaluate_bag import evaluate
+from ros2_affect.tools.make_bag import make_bag
 
 REPO = Path(__file__).resolve().parents[2]
 REPEATS = 20  # the 42-image AFEW-VA clip 20 times: 840 images, far more than a test waits for
@@ -152,6 +154,14 @@ def test_an_interrupted_replay_keeps_a_readable_partial_bag(
     with BagReader(long_bag) as bag:
         first = bag.reader.start_time
     assert stamps == [first + n * PERIOD_NS for n in range(arrays)]
+    # evaluate says the scores cover only part of the recording
+    labels = tmp_path / "labels.csv"
+    labels.write_text("stamp_ns,valence\n" + "".join(f"{t},0.1\n" for t in stamps))
+    metrics = evaluate(partial, labels=labels).metrics
+    assert metrics["frames"]["annotated"] == arrays and metrics["partial_bag"] == (
+        f"'{partial}' is a partial bag (its replay was stopped by {signame} after {images} of {IMAGES} images): "
+        "the scores cover only that part"
+    )
 
 
 def test_an_interrupted_run_keeps_its_partial_output_beside_the_previous_one(long_bag: Path, tmp_path: Path) -> None:
@@ -184,3 +194,26 @@ def test_an_interrupted_run_keeps_its_partial_output_beside_the_previous_one(lon
         assert bag.topics[FACES_TOPIC].count == frames
     meta = yaml.safe_load((partial / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["custom_data"]["ros2_affect.partial"] == "true"
+
+
+def test_an_interrupted_make_bag_keeps_the_previous_bag_and_nothing_new(
+    afew_clip_dir: Path, tmp_path: Path
+) -> None:
+    """make-bag has no partial output: SIGTERM unwinds like Ctrl-C, removes the unfinished bag, one line."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    pngs = sorted(afew_clip_dir.glob("*.png"))
+    for n in range(10 * len(pngs)):  # 420 real frames (links to the clip's PNGs)
+        (frames / f"{n:05d}.png").symlink_to(pngs[n % len(pngs)])
+    out = tmp_path / "bag"
+    make_bag(afew_clip_dir, out)
+    before = digest(out)
+    code, stderr = interrupt(
+        ["make-bag", str(frames), "--out", str(out), "--overwrite", "--compressed", "png"],
+        signal.SIGTERM,
+        progress_at_least(3, "make-bag"),
+    )
+    assert code == 143 and "Traceback" not in stderr
+    assert last_line(stderr) == "ros2-affect make-bag: interrupted by SIGTERM before finishing"
+    assert digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "frames"]  # no unfinished bag beside it
