@@ -133,6 +133,12 @@ class ModelConfig:
         _check_choice("model.device", self.device, ("cpu", "cuda"))
         _check_range("model.threads", self.threads, 0, 64)
         _check_choice("model.precision", self.precision, ("auto", "fp32", "fp16", "int8"))
+        if self.precision == "fp16" and self.backend == "onnxruntime":
+            raise ConfigError(
+                "model.precision = 'fp16' is a TensorRT setting: onnxruntime would run the fp32 graphs; set "
+                "model.precision to fp32 (float graphs) or auto/int8 (the bundled int8 graphs on the CPU), or "
+                "model.backend to tensorrt"
+            )
 
     @property
     def engine_precision(self) -> str:

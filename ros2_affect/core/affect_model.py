@@ -375,6 +375,11 @@ def create_affect_model(config: ModelConfig, max_batch: int = 8) -> Optional[Aff
         precision=config.engine_precision,
         engine_cache_dir=config.engine_cache_dir,
     )
+    if config.precision == "fp16" and backend.name != "tensorrt":
+        LOG.warning(
+            "model.precision is fp16, but %s runs the model (fallback from %s): it runs the fp32 graphs",
+            backend.name, config.backend,
+        )
     int8 = config.bundled_int8(backend.name)
     if config.kind == "frame":
         frame = backend.load(_model_path(config.frame_model, DEFAULT_FRAME_MODEL, int8), "frame", max_batch)

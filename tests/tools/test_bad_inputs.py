@@ -4,6 +4,7 @@ end in a traceback or was silently accepted."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -390,3 +391,22 @@ def test_replay_of_an_empty_or_mismatched_image_topic_fails(tmp_path: Path, caps
         fails(["replay", str(bag), "--out", str(out), "--image-topic", topic, "--set", "model.kind=none"], capsys,
               rf"no image of '{topic}' in .* could be processed \({counts}.*no output bag was written")
         assert not out.exists()
+
+
+def test_fp16_on_onnxruntime_is_refused_or_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ros2_affect.config import ModelConfig
+    from ros2_affect.core.affect_model import create_affect_model
+
+    fails(["replay", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "model.precision=fp16"], capsys,
+          r"model.precision = 'fp16' is a TensorRT setting: onnxruntime would run the fp32 graphs; set "
+          r"model.precision to fp32")
+    # asked for TensorRT, which is not installed here: the onnxruntime fallback says what it runs
+    if importlib.util.find_spec("tensorrt") is not None:
+        return  # TensorRT runs fp16 itself where it is installed
+    model = create_affect_model(ModelConfig(kind="frame", backend="tensorrt", precision="fp16"))
+    assert model is not None
+    model.close()
+    assert "model.precision is fp16, but onnxruntime runs the model (fallback from tensorrt): it runs the fp32" \
+        in caplog.text
