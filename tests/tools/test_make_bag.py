@@ -88,7 +88,7 @@ def test_plain_folder_in_natural_order_with_an_unreadable_file_skipped(
     result = make_bag(folder, tmp_path / "bag", fps=10)
     assert result.kind == "folder" and result.images == 3 and result.annotation_topic is None
     assert result.skipped == [str(folder / "img3.png")]
-    assert "img3.png" in caplog.text and "cannot be read" in caplog.text
+    assert "img3.png" in caplog.text and "is not a readable image" in caplog.text
     got = _read_back(tmp_path / "bag")
     assert got["labels"] is None
     # natural order: img1, img2, img3 (skipped, keeps its slot), img10

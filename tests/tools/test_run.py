@@ -31,7 +31,8 @@ def parameter_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packaged affect.yaml with the model paths pointing at contract test graphs."""
     root = tmp_path_factory.mktemp("run_models")
     data = yaml.safe_load(default_config_path().read_text())
-    model = data["affect_node"]["ros__parameters"]["model"]
+    (node,) = data.values()  # the one node entry (affect_node, or /** for any node name)
+    model = node["ros__parameters"]["model"]
     model["frame_model"] = str(write_graph(root / "frame.onnx", "frame", va_mode="derived", model_id="frame_t-1"))
     model["encoder_model"] = str(write_graph(root / "encoder.onnx", "encoder", model_id="rnn_t-1"))
     model["sequence_model"] = str(write_graph(root / "sequence.onnx", "sequence", length=T, model_id="rnn_t-1"))
