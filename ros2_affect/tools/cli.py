@@ -40,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
     parser = _Parser(prog="ros2-affect", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the native libraries' own log lines (LiteRT, ONNX Runtime, OpenCV)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
     for command in COMMANDS:
@@ -59,12 +60,17 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    as_command = argv is None  # the console script (not a call from Python, e.g. a test)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if as_command and not args.verbose:
+        from ros2_affect.tools.quiet import quiet_native_logs
+
+        quiet_native_logs()  # LiteRT/glog/ONNX Runtime/OpenCV's own log lines: only with --verbose
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -206,7 +206,7 @@ class SceneSource:
             # still holds a head-shaped blob, which BlazeFace reported as a frame-filling second face.
             below_head = np.ascontiguousarray(bgr[int(bgr.shape[0] * 0.65):, :, ::-1])
             background = cv2.GaussianBlur(below_head, (0, 0), 3)
-            origin = f"{sample.name} below the face (blurred)"
+            origin = f"blurred {sample.name} (below the face)"
         kinds = sorted({p.origin.split("/")[0] for p in patches})
         description = f"{len(patches)} real face patches ({', '.join(kinds)}) on a {origin} background"
         if fallback:
