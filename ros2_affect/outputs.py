@@ -151,11 +151,19 @@ class OutputTarget:
         option: str = "--out",
     ) -> None:
         self.path = Path(path)
+        #: where it is written: the absolute path (``--out .`` is the current folder by name)
+        self.absolute = Path(os.path.abspath(self.path))
         self.overwrite = overwrite
         self.owned = owned
         self.tool = tool
         self.option = option
         check_not_an_input(self.path, inputs, option)
+        cwd = _resolved(os.getcwd())
+        if _resolved(self.path) in (cwd, *cwd.parents):
+            raise OutputError(
+                f"{self._what()} is or holds the current folder; choose a new folder for the output, e.g. "
+                f"{option} out"
+            )
         self.check()
 
     def _what(self) -> str:
@@ -194,10 +202,10 @@ class OutputTarget:
         Raises:
             OutputError: the parent folder cannot be created or written.
         """
-        parent = self.path.parent
+        parent = self.absolute.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix=f"{self.path.name}{STAGING_MARK}", dir=parent))
+            folder = Path(tempfile.mkdtemp(prefix=f"{self.absolute.name}{STAGING_MARK}", dir=parent))
         except OSError as exc:
             raise OutputError(
                 f"cannot write {self._what()}: the folder {str(parent)!r} is not writable ({exc.strerror}); "
@@ -217,7 +225,7 @@ class StagedOutput:
     def __init__(self, target: OutputTarget, folder: Path) -> None:
         self.target = target
         self.folder = folder
-        self.path = folder / target.path.name
+        self.path = folder / target.absolute.name
         self.done = False
 
     def commit(self) -> Path:
@@ -225,11 +233,12 @@ class StagedOutput:
 
         Raises:
             OutputError: the target changed during the run so that it may no longer be
-                replaced (the new output is then kept beside it, named in the message).
+                replaced, or it cannot be renamed (a mount point); the new output is then
+                kept beside it, named in the message.
         """
         if self.done:
             return self.target.path
-        target = self.target.path
+        target = self.target.absolute
         if not self.path.exists():
             self.path.mkdir()  # an output with no files is still an (empty) output folder
         try:
@@ -239,18 +248,22 @@ class StagedOutput:
             raise OutputError(f"{exc} (it changed during the run); the new output is at {str(kept)!r}") from None
         previous = self.folder / ".previous"
         moved_previous = False
-        if target.exists():
-            os.rename(target, previous)  # same folder: atomic, nothing copied
-            moved_previous = True
         try:
+            if target.exists():
+                os.rename(target, previous)  # same folder: atomic, nothing copied
+                moved_previous = True
             os.rename(self.path, target)
-        except OSError:
+        except OSError as exc:
             if moved_previous:
                 os.rename(previous, target)
-            raise
+            kept = self._keep_beside(target, PARTIAL_SUFFIX)
+            raise OutputError(
+                f"cannot move the finished output into {self.target._what()} ({exc.strerror}); it is at "
+                f"{str(kept)!r}, and {str(self.target.path)!r} was left as it was"
+            ) from None
         self.done = True
         shutil.rmtree(self.folder, ignore_errors=True)  # the previous output, if any, goes only now
-        return target
+        return self.target.path
 
     def discard(self) -> None:
         """Delete what was written; a previous output stays as it was."""
@@ -262,11 +275,10 @@ class StagedOutput:
         """Keep what was written as ``NAME.partial`` (numbered when taken) beside the target."""
         if not self.path.exists():
             self.path.mkdir()
-        kept = self._keep_beside(self.target.path, PARTIAL_SUFFIX)
-        self.done = True
-        return kept
+        return self._keep_beside(self.target.absolute, PARTIAL_SUFFIX)
 
     def _keep_beside(self, target: Path, suffix: str) -> Path:
+        self.done = True  # kept: never deleted by a later discard()
         for n in range(1, 1000):
             candidate = target.with_name(target.name + suffix + ("" if n == 1 else f"-{n}"))
             if candidate.exists() or candidate.is_symlink():
@@ -276,7 +288,7 @@ class StagedOutput:
             except OSError:
                 continue  # taken in the meantime
             shutil.rmtree(self.folder, ignore_errors=True)
-            return candidate
+            return self.target.path.with_name(candidate.name)  # as the user spelled the target
         return self.path  # pragma: no cover - a thousand partial outputs: leave it where it is
 
     def __enter__(self) -> StagedOutput:

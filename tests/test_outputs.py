@@ -116,3 +116,20 @@ def test_stop_signals_turn_sigint_and_sigterm_into_a_flag_and_restore_the_handle
             received = stop.received
         assert received == signal.Signals(signum).name
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (before_int, before_term)
+
+
+def test_the_current_folder_or_one_above_it_is_never_an_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "result.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for spelling in (".", "..", str(work), "sub/.."):
+        with pytest.raises(OutputError, match=r"is or holds the current folder; choose a new folder for the output"):
+            target(Path(spelling), overwrite=True)
+    staged = target(Path("out")).stage()  # a relative --out is staged beside it, in the current folder
+    assert staged.path.parent.parent == work
+    staged.path.mkdir()
+    assert staged.commit() == Path("out") and (work / "out").is_dir()
+    partial = target(Path("run"))
+    kept = partial.stage().keep_partial()
+    assert kept == Path("run.partial") and (work / "run.partial").is_dir()

@@ -25,6 +25,7 @@ input always gives the same messages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -280,13 +281,18 @@ def make_bag(
 
     result = MakeBagResult(Path(out), topic, 0, None, 0, rate, plan.kind, plan.labels.source if plan.labels else "")
     frames: Iterator[SourceFrame] = plan.frames
+    bar: Any = None
     if progress:
         from tqdm import tqdm
 
-        frames = iter(tqdm(plan.frames, total=plan.total, unit="img", desc="make-bag"))
+        bar = tqdm(plan.frames, total=plan.total, unit="img", desc="make-bag")
+        frames = iter(bar)
     # recorded in each message: dataset and clip name only, so the bag does not depend on local paths
     label_name = f"{plan.labels.dataset} {Path(input_path).name}" if plan.labels is not None else ""
-    with writer as bag:
+    # the bar ends its line before any message (an error, Ctrl-C) is printed
+    with contextlib.ExitStack() as stack, writer as bag:
+        if bar is not None:
+            stack.callback(bar.close)
         image_type = "sensor_msgs/msg/Image" if compression == "none" else "sensor_msgs/msg/CompressedImage"
         bag.add_topic(topic, image_type)
         if plan.labels is not None and len(plan.labels):

@@ -248,6 +248,9 @@ def replay(
                         f"warnings above), so no output bag was written; choose another topic with --image-topic "
                         f"(image topics: {', '.join(t.name for t in bag.image_topics())})"
                     )
+                if stop.received and result.images == 0:  # leaving `with writer` removes the empty bag
+                    raise Interrupted(f"stopped by {stop.received} before the first image; nothing written",
+                                      stop.received)
                 if stop.received:
                     partial = writer.close_partial(
                         {STOPPED_BY_KEY: stop.received, "ros2_affect.images": f"{result.images} of {info.count}"}

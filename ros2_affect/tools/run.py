@@ -231,6 +231,7 @@ def main(args: argparse.Namespace) -> int:
             stack.push(lambda kind, exc, tb: bag_out.close(exc))  # deletes it after an error
         with open(out_dir / "results.jsonl", "w") as results:
             progress = tqdm(source, total=source.length, unit="frame", desc=f"run {source.name}", disable=None)
+            stack.callback(progress.close)  # the bar ends its line before an error or Ctrl-C message
             for item in progress:
                 if stop.received:
                     break

@@ -92,7 +92,9 @@ def interrupt(argv: List[str], signum: int, ready: Callable[[str], bool]) -> Tup
 
 
 def last_line(stderr: str) -> str:
+    """The last stderr line that is not a progress bar update, which must be the command's own line."""
     lines = [line for line in re.split(r"[\r\n]", stderr) if line.strip() and "%|" not in line]
+    assert lines and lines[-1].startswith("ros2-affect "), stderr[-2000:]
     return lines[-1]
 
 
