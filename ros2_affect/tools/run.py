@@ -88,10 +88,11 @@ def frame_record(index: int, name: str, result: FrameResult, with_model: bool) -
 class AnnotatedWriter:
     """Annotated frames as one mp4 (clips) or one JPEG per input image."""
 
-    def __init__(self, out_dir: Path, as_video: bool, fps: float) -> None:
+    def __init__(self, out_dir: Path, as_video: bool, fps: float, codec: str = "auto") -> None:
         self.out_dir = out_dir
         self.as_video = as_video
         self.fps = fps
+        self.codec = codec  #: ``--video-codec``; after the first frame, the codec written (e.g. "VP9")
         self._video: Any = None
         self._size: Optional[Tuple[int, int]] = None
         self.written = 0
@@ -109,12 +110,11 @@ class AnnotatedWriter:
             self.written += 1
             return
         if self._video is None:
-            self._size = (bgr.shape[1], bgr.shape[0])
-            self._video = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, self._size)
-            if not self._video.isOpened():
-                raise ConfigError(
-                    f"cannot write the video {self.path} (no mp4v encoder in this OpenCV, or not writable)"
-                )
+            from ros2_affect.tools.draw import open_video_writer
+
+            # even sides: H.264 and VP9 store 4:2:0 colour (2x2 blocks)
+            self._size = (max(2, bgr.shape[1] // 2 * 2), max(2, bgr.shape[0] // 2 * 2))
+            self._video, self.codec = open_video_writer(self.path, self.fps, self._size, self.codec)
         if (bgr.shape[1], bgr.shape[0]) != self._size:
             bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA)
         self._video.write(bgr)
@@ -146,6 +146,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--fps", type=float, default=25.0,
                         help="frame rate for stamps of image folders and videos without timing (default 25)")
     parser.add_argument("--no-video", action="store_true", help="write results.jsonl only, no annotated output")
+    parser.add_argument("--video-codec", choices=("auto", "h264", "vp9", "mp4v"), default="auto",
+                        help="codec of annotated.mp4: auto takes H.264, else VP9 (both play in browsers), else "
+                             "MPEG-4 Part 2 (mp4v: fastest to write, needs VLC or similar) (default auto)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the track ids (reproducible ids), >= 0")
     parser.add_argument("--strict", action="store_true",
                         help="a rosbag INPUT: stop at the first unreadable message or damaged storage page "
@@ -220,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
         pipeline = create_pipeline(config, tracker_seed=args.seed)
         stack.callback(pipeline.close)
         with_model = pipeline.model is not None
-        writer = None if args.no_video else AnnotatedWriter(out_dir, source.is_sequence, source.fps)
+        writer = None if args.no_video else AnnotatedWriter(out_dir, source.is_sequence, source.fps, args.video_codec)
         if writer is not None:
             stack.callback(writer.close)
         bag_out: Any = None
