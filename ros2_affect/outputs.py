@@ -25,6 +25,7 @@ write.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -203,6 +204,12 @@ class OutputTarget:
             OutputError: the parent folder cannot be created or written.
         """
         parent = self.absolute.parent
+        leftovers = sorted(str(p) for p in parent.glob(f"{glob.escape(self.absolute.name)}{STAGING_MARK}*"))
+        if leftovers:  # a run killed with SIGKILL or by a power loss cannot clean up after itself
+            LOG.warning(
+                "%s: unfinished output of an earlier run that was killed; delete it when it is not needed",
+                ", ".join(leftovers),
+            )
         try:
             parent.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix=f"{self.absolute.name}{STAGING_MARK}", dir=parent))

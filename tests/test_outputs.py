@@ -133,3 +133,14 @@ def test_the_current_folder_or_one_above_it_is_never_an_output(tmp_path: Path, m
     partial = target(Path("run"))
     kept = partial.stage().keep_partial()
     assert kept == Path("run.partial") and (work / "run.partial").is_dir()
+
+
+def test_a_killed_runs_unfinished_output_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    leftover = tmp_path / "out.incomplete-abc123"  # what SIGKILL leaves: no process can clean it up
+    leftover.mkdir()
+    staged = target(tmp_path / "out").stage()
+    assert f"{leftover}: unfinished output of an earlier run that was killed" in caplog.text
+    staged.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.incomplete-abc123"]  # never deleted by us
