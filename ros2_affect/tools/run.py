@@ -1,4 +1,4 @@
-"""``ros2-affect run INPUT --out DIR``: run the pipeline on a video, images, a camera or the sample.
+"""``ros2-affect run INPUT --out DIR``: run the pipeline on a video, photos, a rosbag, a camera or the sample.
 
 Writes ``DIR/results.jsonl`` (one JSON object per frame, see :func:`frame_record`) and
 annotated output: ``DIR/annotated.mp4`` for clips (video, camera, sample) or
@@ -129,7 +129,7 @@ class AnnotatedWriter:
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="run the pipeline on a video, images, a camera or the bundled sample",
+        help="run the pipeline on a video, photos, a rosbag, a camera or the bundled sample",
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     parser.add_argument("input", metavar="INPUT",
@@ -295,6 +295,6 @@ def main(args: argparse.Namespace) -> int:
             f"{str(final)!r}" + (f"; {str(target.path)!r} was left as it was" if target.path.exists() else ""),
             stopped,
         )
-    if stop.received:
+    if stop.received and source.kind == "camera":
         print(f"stopped by {stop.received}: camera run ended")
     return 0
