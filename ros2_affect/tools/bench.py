@@ -34,7 +34,7 @@ import numpy as np
 
 from ros2_affect.config import PipelineConfig
 from ros2_affect.errors import AffectError, AssetMissingError, BackendUnavailableError, ConfigError, ModelLoadError
-from ros2_affect.tools.cli_args import config_with_overrides
+from ros2_affect.tools.cli_args import config_with_overrides, plain_text
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="measure fps, latency, per-stage time and memory on scenes of real faces",
-        description=__doc__.splitlines()[0],
+        description=plain_text(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")

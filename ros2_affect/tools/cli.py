@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any, List, NoReturn, Optional
 
 from ros2_affect.errors import AffectError, Interrupted
+from ros2_affect.tools.cli_args import plain_text
 
 #: subcommand -> module in ros2_affect.tools that defines it
 COMMANDS = {
@@ -39,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
-    parser = _Parser(prog="ros2-affect", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ros2-affect", description=plain_text(__doc__.splitlines()[0]))
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and the native libraries' own log lines (LiteRT, ONNX Runtime, OpenCV)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -21,10 +21,23 @@ from ros2_affect.errors import ConfigError
 CONFIG_HELP = "ROS 2 parameter file (default: the packaged config/affect.yaml)"
 
 
+def plain_text(doc: Optional[str]) -> Optional[str]:
+    """A docstring as plain text for ``--help``: Sphinx/reST markup removed (````x```` -> x,
+    ``:func:`~a.b.c``` -> c, ``:class:`X``` -> X, ``::`` -> ``:``)."""
+    if doc is None:
+        return None
+    text = re.sub(r":[a-z]+:`~([\w.]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], doc)
+    text = re.sub(r":[a-z]+:`([^`<]*?)(?:\s*<[^>]*>)?`", lambda m: m.group(1), text)
+    text = re.sub(r"``([^`]*)``", r"\1", text)
+    text = re.sub(r"`([^`]*)`", r"\1", text)
+    return re.sub(r"::$", ":", text, flags=re.MULTILINE)
+
+
 def add_command(subparsers: Any, name: str, help: str, doc: Optional[str]) -> argparse.ArgumentParser:
-    """A subcommand whose ``--help`` shows ``doc`` (the module docstring) with its line breaks kept."""
+    """A subcommand whose ``--help`` shows ``doc`` (the module docstring, as plain text) with its
+    line breaks kept."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        name, help=help, description=plain_text(doc), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     return parser
 

@@ -43,3 +43,29 @@ def test_parser_helpers_give_config_and_overrides() -> None:
     bare = argparse.ArgumentParser()
     add_config_arguments(bare, overrides=False)
     assert vars(bare.parse_args([])) == {"config": None}
+
+
+@pytest.mark.parametrize("command", ["", "run", "replay", "make-bag", "evaluate", "bench", "fetch-assets",
+                                     "build-engine"])
+def test_help_is_plain_text(command: str, capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    from ros2_affect.tools.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"] if command else ["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert not re.search(r"``|:(func|class|mod|data|meth|attr):`", text), text
+    if command == "run":
+        assert "rosbag (folder, .db3 or .mcap" in text and "--sequence" in text and "--strict" in text
+        assert "run the pipeline on a video, photos, a rosbag" in text
+    if command == "make-bag":
+        assert "--storage {sqlite3,mcap} rosbag2 storage: sqlite3 (.db3" in text
+
+
+def test_plain_text_removes_sphinx_markup() -> None:
+    from ros2_affect.tools.cli_args import plain_text
+
+    doc = "See :func:`~ros2_affect.core.image.decode_image_file`, :class:`BagReader` and ``--seed``::"
+    assert plain_text(doc) == "See decode_image_file, BagReader and --seed:"
