@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OUT    ?= out/demo
 
-.PHONY: setup system-deps venv assets demo test test-compat compat-py310 compat-py312 lint clean
+.PHONY: setup system-deps venv assets demo test test-compat compat-py310 compat-py312 test-node bench-node lint clean
 
 ## setup: create the virtual environment, install pinned dependencies, provision model files
 setup: system-deps $(VENV)/.installed assets
@@ -33,6 +33,7 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-compat
+	$(MAKE) --no-print-directory test-node
 
 ## test-compat: the runtime tests under Python 3.10 + numpy 1.x (Humble) and Python 3.12 (Jazzy)
 PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
@@ -61,9 +62,20 @@ compat-py310: .venv-py310/.installed
 compat-py312: .venv-py312/.installed
 	PYTHONPATH=$(CURDIR) .venv-py312/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
 
+## test-node: affect_node as a process under a real rclpy (ROS 2 Jazzy wheels from PyPI, Fast DDS,
+## Python 3.12 with the Jazzy runtime set) with affect_msgs built by the wheels' rosidl: tests/node
+test-node: assets
+	PYTHON=$(PY312) scripts/ros_env.sh .venv-ros
+	. .venv-ros/ros_env.sh && .venv-ros/bin/python -m pytest -q -p no:cacheprovider tests/node
+
+## bench-node: node-level benchmark under real rclpy (figures in BENCHMARKS.md; not a test)
+bench-node: assets
+	PYTHON=$(PY312) scripts/ros_env.sh .venv-ros
+	. .venv-ros/ros_env.sh && .venv-ros/bin/python -m ros2_affect.ros.bench_node
+
 lint:
 	$(BIN)/ruff check ros2_affect training tests
 	$(BIN)/mypy ros2_affect
 
 clean:
-	rm -rf $(VENV) .venv-py310 .venv-py312 build install log out .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-py310 .venv-py312 .venv-ros build install log out .pytest_cache .mypy_cache

@@ -16,10 +16,11 @@ Arguments:
     debug_image      true: publish ~/debug_image
     log_level        debug | info | warn | error
 
-The parameter file's ``affect_node: ros__parameters:`` section is read here and passed
-to the node as a dictionary, so it applies whatever the namespace (a file keyed by the
-bare node name would not match a namespaced node). A malformed file fails the launch
-with the file name and the offending key.
+The parameter file is read here with rcl's own rules (every section matching the node's
+fully qualified name, ``/**``, ``/**/affect_node``, ``/<namespace>/affect_node``, merged
+in file order) and passed to the node as a dictionary, so a malformed file fails the
+launch with the file name and the offending key instead of a node that dies at start.
+The packaged file's section is ``/**/affect_node``: it applies in any namespace.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _launch_node(context, *args, **kwargs):  # type: ignore[no-untyped-def]
         return LaunchConfiguration(name).perform(context)
 
     params_file = arg("params_file") or str(default_config_path())
-    parameters = load_parameter_file(params_file)  # ConfigError names the file and the problem
+    namespace = "/" + arg("namespace").strip("/")
+    parameters = load_parameter_file(params_file, "affect_node", namespace)  # ConfigError names the file
     overrides = {}
     if arg("backend"):
         overrides["model.backend"] = arg("backend")

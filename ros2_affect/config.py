@@ -265,14 +265,52 @@ def pipeline_config_from_dict(values: Mapping[str, Any]) -> PipelineConfig:
     return _build(PipelineConfig, nested, "").validate()
 
 
-def load_parameter_file(path: Union[str, Path], node_name: str = NODE_NAME) -> Dict[str, Any]:
-    """Read the ``ros__parameters`` of ``node_name`` from a ROS 2 parameter file.
+def node_name_matches(pattern: str, fully_qualified_name: str) -> bool:
+    """Whether a parameter file's top-level key applies to a node, by rcl's rules.
 
-    Keys other than the pipeline's (topics, publish options) are returned too; callers
-    pick what they need.
+    A key without a leading slash is rooted (``affect_node`` is ``/affect_node``: only a
+    node in the root namespace); ``*`` stands for one name token and ``**`` for any
+    number of them (``/**`` matches every node, ``/**/affect_node`` this node in any
+    namespace).
+    """
+
+    def match(keys: Tuple[str, ...], names: Tuple[str, ...]) -> bool:
+        if not keys:
+            return not names
+        if keys[0] == "**":
+            return any(match(keys[1:], names[i:]) for i in range(len(names) + 1))
+        return bool(names) and keys[0] in ("*", names[0]) and match(keys[1:], names[1:])
+
+    def tokens(name: str) -> Tuple[str, ...]:
+        return tuple(t for t in name.strip().split("/") if t)
+
+    return match(tokens(pattern), tokens(fully_qualified_name))
+
+
+def _flatten_mapping(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten_mapping(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_parameter_file(
+    path: Union[str, Path], node_name: str = NODE_NAME, namespace: str = "/"
+) -> Dict[str, Any]:
+    """The ``ros__parameters`` a node gets from a ROS 2 parameter file, merged as rcl merges them.
+
+    Every top-level section whose key matches the node's fully qualified name
+    (:func:`node_name_matches`: ``/**``, ``/**/affect_node``, ``/ns/affect_node``, the
+    rooted ``affect_node``...) applies, in file order, a later section overriding single
+    parameters of an earlier one: the same values the node itself reads from
+    ``--params-file``. Keys other than the pipeline's (topics, publish options) are
+    returned too, as nested mappings; callers pick what they need.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or has no parameters for the node.
+        ConfigError: the file is missing, not YAML, or has no section for the node.
     """
     path = Path(path)
     fix = "pass a ROS 2 parameter file (YAML) such as the packaged config/affect.yaml"
@@ -290,14 +328,22 @@ def load_parameter_file(path: Union[str, Path], node_name: str = NODE_NAME) -> D
         raise ConfigError(f"parameter file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"parameter file {str(path)!r} must hold a mapping, got {type(data).__name__}")
-    for key in (node_name, f"/{node_name}", "/**"):
-        section = data.get(key)
-        if isinstance(section, Mapping) and isinstance(section.get("ros__parameters"), Mapping):
-            return dict(section["ros__parameters"])
-    raise ConfigError(
-        f"parameter file {str(path)!r} has no '{node_name}: ros__parameters:' section; "
-        f"found top-level keys {sorted(map(str, data))}"
-    )
+    fully_qualified = f"{namespace.rstrip('/')}/{node_name}"
+    merged: Dict[str, Any] = {}
+    matched = False
+    for key, section in data.items():
+        if not (isinstance(section, Mapping) and isinstance(section.get("ros__parameters"), Mapping)):
+            continue
+        if node_name_matches(str(key), fully_qualified):
+            merged.update(_flatten_mapping(section["ros__parameters"]))
+            matched = True
+    if not matched:
+        raise ConfigError(
+            f"parameter file {str(path)!r} has no 'ros__parameters:' section for node {fully_qualified} "
+            f"(keys such as '/**/{node_name}', '{fully_qualified}' or '/**' match it); "
+            f"found top-level keys {sorted(map(str, data))}"
+        )
+    return unflatten(merged)
 
 
 PIPELINE_SECTIONS = tuple(f.name for f in fields(PipelineConfig))

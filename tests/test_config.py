@@ -10,6 +10,7 @@ from ros2_affect.config import (
     PipelineConfig,
     flatten,
     load_parameter_file,
+    node_name_matches,
     load_pipeline_config,
     pipeline_config_from_dict,
     unflatten,
@@ -69,12 +70,80 @@ def test_parameter_file_errors_name_the_file(tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
     other.write_text("camera_node:\n  ros__parameters:\n    fps: 30\n")
     with pytest.raises(
-        ConfigError, match=r"has no 'affect_node: ros__parameters:' section; found top-level keys \['camera_node'\]"
+        ConfigError,
+        match=r"has no 'ros__parameters:' section for node /affect_node .*found top-level keys \['camera_node'\]",
     ):
         load_parameter_file(other)
     wildcard = tmp_path / "wildcard.yaml"
     wildcard.write_text("/**:\n  ros__parameters:\n    detector:\n      min_score: 0.8\n")
     assert load_pipeline_config(wildcard).detector.min_score == 0.8
+
+
+_LAYERED = """\
+/**:
+  ros__parameters:
+    a: 1
+    d:
+      x: 1
+      y: 1
+affect_node:
+  ros__parameters:
+    b: 2
+    d:
+      y: 2
+/ns/affect_node:
+  ros__parameters:
+    c: 3
+/**/affect_node:
+  ros__parameters:
+    a: 4
+/ns/*:
+  ros__parameters:
+    e: 5
+camera_node:
+  ros__parameters:
+    f: 6
+"""
+
+
+def test_parameter_file_sections_merge_as_rcl_merges_them(tmp_path: Path) -> None:
+    # Expected values are what rclpy 7.1 (Jazzy) gave a node started with this file
+    # (--params-file, automatically_declare_parameters_from_overrides) in / and in /ns:
+    # every matching section applies in file order, later ones override single values,
+    # the plain name matches the root namespace only. The launch file used the first
+    # matching section alone.
+    layered = tmp_path / "layered.yaml"
+    layered.write_text(_LAYERED)
+    assert load_parameter_file(layered) == {"a": 4, "b": 2, "d": {"x": 1, "y": 2}}
+    assert load_parameter_file(layered, namespace="/ns") == {"a": 4, "c": 3, "d": {"x": 1, "y": 1}, "e": 5}
+    assert load_parameter_file(layered, namespace="/ns/") == load_parameter_file(layered, namespace="/ns")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("/**", "/affect_node", True),
+        ("/**", "/a/b/affect_node", True),
+        ("affect_node", "/affect_node", True),
+        ("affect_node", "/robot/affect_node", False),
+        ("/**/affect_node", "/affect_node", True),
+        ("/**/affect_node", "/robot/head/affect_node", True),
+        ("/robot/*", "/robot/affect_node", True),
+        ("/robot/*", "/robot/head/affect_node", False),
+        ("/*/affect_node", "/affect_node", False),
+        ("/robot/affect_node", "/other/affect_node", False),
+    ],
+)
+def test_node_name_patterns(pattern: str, name: str, expected: bool) -> None:
+    assert node_name_matches(pattern, name) is expected
+
+
+def test_packaged_file_applies_in_any_namespace() -> None:
+    from ros2_affect.assets import default_config_path
+
+    assert load_parameter_file(default_config_path(), namespace="/robot/head") == load_parameter_file(
+        default_config_path()
+    )
 
 
 def test_registry_lists_names_and_closest_match_and_is_read_only() -> None:

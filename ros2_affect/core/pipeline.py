@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -282,6 +282,11 @@ class AffectPipeline:
                 self.buffers.push(ids[i], features[row], stamp_ns)
         sequences, lengths = self.buffers.batch(ids)
         return self.model.predict_sequences(sequences, lengths)
+
+    @property
+    def confirmed_track_ids(self) -> Tuple[str, ...]:
+        """The tracker's live confirmed tracks (faces keep these ids through short misses)."""
+        return self.tracker.confirmed_track_ids
 
     def reset(self) -> None:
         """Forget all tracks and sequences (e.g. when a replay jumps back)."""

@@ -164,6 +164,11 @@ class FaceTracker:
     def live_track_ids(self) -> Tuple[str, ...]:
         return tuple(t.track_id for t in self._tracks)
 
+    @property
+    def confirmed_track_ids(self) -> Tuple[str, ...]:
+        """Live confirmed tracks, including those missed in the latest frame but not deleted yet."""
+        return tuple(t.track_id for t in self._tracks if t.confirmed)
+
     def __len__(self) -> int:
         return len(self._tracks)
 

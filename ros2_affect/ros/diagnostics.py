@@ -38,6 +38,8 @@ class StatisticsSnapshot:
         last_error: the latest conversion or processing error message ("" if none).
         active_tracks: faces tracked in the latest processed image.
         seconds_since_input: time since the last image arrived (None: none yet).
+        camera_info_problem: why the latest image had no usable camera_info ("" when it
+            had one, or when camera_info is not used).
     """
 
     input_rate_hz: float
@@ -53,6 +55,7 @@ class StatisticsSnapshot:
     last_error: str
     active_tracks: int
     seconds_since_input: Optional[float]
+    camera_info_problem: str = ""
 
 
 class NodeStatistics:
@@ -83,6 +86,7 @@ class NodeStatistics:
         self._last_error = ""
         self._active_tracks = 0
         self._last_input: Optional[float] = None
+        self._camera_info_problem = ""
 
     def _trim(self, now: float) -> None:
         for times in (self._received, self._processed, self._dropped):
@@ -125,6 +129,11 @@ class NodeStatistics:
             self._counts["processing"] += 1
             self._last_error = message
 
+    def record_camera_info(self, problem: str) -> None:
+        """Whether the latest image had a usable camera_info: "" if so, else why not."""
+        with self._lock:
+            self._camera_info_problem = problem
+
     def snapshot(self) -> StatisticsSnapshot:
         now = self._clock()
         with self._lock:
@@ -147,6 +156,7 @@ class NodeStatistics:
                 last_error=self._last_error,
                 active_tracks=self._active_tracks,
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
+                camera_info_problem=self._camera_info_problem,
             )
 
 
@@ -183,6 +193,8 @@ def evaluate(
         problems.append((WARN, "no image received yet; check the image topic and its remapping"))
     elif snapshot.seconds_since_input > thresholds.input_timeout_s:
         problems.append((WARN, f"no image for {snapshot.seconds_since_input:.1f} s"))
+    if snapshot.camera_info_problem:
+        problems.append((WARN, f"faces have no viewing direction: {snapshot.camera_info_problem}"))
     p95 = snapshot.latency_p95_ms
     if np.isfinite(p95) and p95 > thresholds.latency_error_ms:
         problems.append((ERROR, f"latency p95 {p95:.1f} ms > {thresholds.latency_error_ms:g} ms"))
@@ -218,6 +230,8 @@ def key_values(snapshot: StatisticsSnapshot, extra: Optional[List[Tuple[str, str
             "never" if snapshot.seconds_since_input is None else f"{snapshot.seconds_since_input:.2f}",
         ),
     ]
+    if snapshot.camera_info_problem:
+        pairs.append(("camera_info", snapshot.camera_info_problem))
     if snapshot.last_error:
         pairs.append(("last error", snapshot.last_error))
     return pairs

@@ -1,19 +1,33 @@
-"""REP-155 (ROS4HRI) output: expression names, face regions and per-face topic lifetimes.
+"""REP-155 (ROS4HRI) output: expression names, face regions, id matching and topic lifetimes.
 
 Pure Python; the node fills ``hri_msgs`` messages from these values when hri_msgs is
-installed. Topics, as in REP-155::
+installed. Two modes (node parameter ``hri_mode``):
 
-    /humans/faces/tracked            hri_msgs/IdsList        ids of the faces seen now
+``expression`` (default): beside a face detector such as ``hri_face_detect``, which owns
+the face ids, ``/humans/faces/tracked`` and each face's ``roi``/``cropped``/``aligned``.
+As REP-155's own example of an expression node, this node then only publishes::
+
+    /humans/faces/<id>/expression    hri_msgs/Expression     for the detector's <id>
+
+matching its faces to the detector's by their regions (:func:`match_faces_to_rois`).
+Publishing ``tracked`` too would make libhri replace its face set on every message from
+either node, so faces would flap.
+
+``standalone``: no face detector runs; this node is one, and publishes the full set::
+
+    /humans/faces/tracked            hri_msgs/IdsList        ids of the live confirmed tracks
     /humans/faces/<id>/roi           hri_msgs/NormalizedRegionOfInterest2D
+    /humans/faces/<id>/cropped       sensor_msgs/Image       the face box cut from the image
     /humans/faces/<id>/expression    hri_msgs/Expression     (expression, valence, arousal, confidence)
 
-Only confirmed tracks are announced (REP-155 consumers create a face object per id).
+Per-face topics follow the tracker's live tracks, not one frame's detections, so a face
+missed for a frame or two keeps its topics (REP-155 consumers create a face object per id).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -116,3 +130,55 @@ class TrackedIds:
 def confirmed_ids(faces: Iterable[FaceResult]) -> Tuple[str, ...]:
     """Ids of the confirmed tracks among ``faces``, in order."""
     return tuple(f.track_id for f in faces if f.track_confirmed)
+
+
+#: Node parameter ``hri_mode`` values.
+HRI_MODES = ("expression", "standalone", "off")
+
+#: Smallest overlap (intersection over union) for one of our faces to be the detector's.
+MIN_ROI_IOU = 0.3
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_faces_to_rois(
+    faces: Sequence[HriRoi], rois: Mapping[str, HriRoi], min_iou: float = MIN_ROI_IOU
+) -> Dict[int, str]:
+    """Which face detector id each of our faces is: ``{face index: id}``.
+
+    Greedy by overlap, best pair first, each id and face used once; pairs overlapping
+    less than ``min_iou`` stay unmatched (that face gets no expression topic: the
+    detector does not know it). Boxes are normalised (``HriRoi``), as both nodes
+    publish them for the same image.
+    """
+    pairs: List[Tuple[float, int, str]] = []
+    for index, face in enumerate(faces):
+        box = (face.xmin, face.ymin, face.xmax, face.ymax)
+        for face_id, roi in rois.items():
+            overlap = _iou(box, (roi.xmin, roi.ymin, roi.xmax, roi.ymax))
+            if overlap >= min_iou:
+                pairs.append((overlap, index, face_id))
+    matched: Dict[int, str] = {}
+    used: Set[str] = set()
+    for _, index, face_id in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
+        if index not in matched and face_id not in used:
+            matched[index] = face_id
+            used.add(face_id)
+    return matched
+
+
+def crop_box_px(roi: HriRoi, width_px: int, height_px: int) -> Optional[Tuple[int, int, int, int]]:
+    """The integer pixel box ``(x1, y1, x2, y2)`` of a normalised roi, or None when empty."""
+    x1, y1 = int(roi.xmin * width_px), int(roi.ymin * height_px)
+    x2, y2 = int(np.ceil(roi.xmax * width_px)), int(np.ceil(roi.ymax * height_px))
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return x1, y1, x2, y2

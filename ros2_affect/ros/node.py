@@ -11,10 +11,10 @@ Topics (relative names resolve in the node's namespace and can be remapped):
 * subscribes ``image`` (sensor_msgs/Image) or ``image/compressed``
   (sensor_msgs/CompressedImage) with sensor-data QoS (overridable through the
   ``qos_overrides.<topic>.subscription.*`` parameters), and with ``use_camera_info``
-  also ``camera_info`` (time-synchronised);
+  also ``camera_info`` (paired with images by stamp, :class:`~ros2_affect.ros.runtime.CameraInfoCache`);
 * publishes ``~/faces`` (affect_msgs/FaceAffectArray, one per processed image, empty when
-  nobody is visible), ``~/debug_image`` (optional), ``/diagnostics``, and the REP-155
-  topics under ``/humans/faces`` when hri_msgs is installed.
+  nobody is visible), ``~/debug_image`` (optional), ``/diagnostics``, and REP-155 topics
+  under ``/humans/faces`` when hri_msgs is installed (``hri_mode``, :mod:`~ros2_affect.ros.hri`).
 
 Why a plain Node and not a lifecycle node: the node has one expensive step (loading the
 models), done once in the constructor, and no hardware to hand back; a failure there
@@ -28,12 +28,15 @@ mailbox (:class:`~ros2_affect.ros.runtime.LatestSlot`); a worker thread takes it
 converts, runs the pipeline and publishes. When processing is slower than the camera,
 older images are dropped (counted in diagnostics) instead of queueing up latency.
 Callbacks never raise: image faults are logged once per kind (throttled) and skipped.
+Everything that changes the node's entities (REP-155 per-face publishers and
+subscriptions, the debug image publisher) happens on the executor's thread: the worker
+hands REP-155 output over through a guard condition, and the debug publisher is swapped
+under a lock the worker holds while publishing.
 """
 
 from __future__ import annotations
 
 import array
-import copy
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -43,18 +46,32 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import Frame, FrameResult
-from ros2_affect.errors import AffectError, ConfigError, InvalidImageError
+from ros2_affect.errors import AffectError, ConfigError, InvalidCameraInfoError, InvalidImageError
 from ros2_affect.ros import diagnostics
 from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
-from ros2_affect.ros.hri import TrackedIds, confirmed_ids, face_topic, hri_expression, hri_roi
-from ros2_affect.ros.messages import build_face_affect_array, rclpy_message_types, stamp_ns_of
+from ros2_affect.ros.hri import (
+    HriRoi,
+    TrackedIds,
+    crop_box_px,
+    face_topic,
+    hri_expression,
+    hri_roi,
+    match_faces_to_rois,
+)
+from ros2_affect.ros.messages import (
+    CameraModel,
+    build_face_affect_array,
+    camera_model_from_info,
+    rclpy_message_types,
+    stamp_ns_of,
+)
 from ros2_affect.ros.parameters import (
     NodeSettings,
     ParameterSpec,
@@ -63,7 +80,7 @@ from ros2_affect.ros.parameters import (
     pipeline_config_from_parameters,
     validate_changes,
 )
-from ros2_affect.ros.runtime import LatestSlot, ProblemLog, problem_key, sibling_topic
+from ros2_affect.ros.runtime import CameraInfoCache, LatestSlot, ProblemLog, problem_key, sibling_topic
 
 NODE_NAME = "affect_node"
 
@@ -76,6 +93,26 @@ _ROS_TYPES = {
 
 #: Seconds two stamps may differ to count as the same instant (image vs. camera_info).
 CAMERA_INFO_SLOP_S = 0.02
+
+
+def sensor_data_qos() -> QoSProfile:
+    """A fresh copy of rclpy's sensor-data profile (best effort, keep last 5, volatile).
+
+    create_subscription writes the QoS overrides into the profile it is given, so the
+    shared ``qos_profile_sensor_data`` must not be passed. ``copy.deepcopy`` of it fails on
+    Humble and Jazzy (its Duration members wrap pybind11 objects that cannot be pickled).
+    """
+    base = qos_profile_sensor_data
+    return QoSProfile(
+        history=base.history,
+        depth=base.depth,
+        reliability=base.reliability,
+        durability=base.durability,
+        lifespan=base.lifespan,
+        deadline=base.deadline,
+        liveliness=base.liveliness,
+        liveliness_lease_duration=base.liveliness_lease_duration,
+    )
 
 
 def descriptor_for(spec: ParameterSpec) -> ParameterDescriptor:
@@ -107,11 +144,14 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         self._specs = {spec.name: spec for spec in all_parameter_specs()}
         self._problems = ProblemLog(self.get_logger().warning)
         self._stats = diagnostics.NodeStatistics()
-        self._slot: LatestSlot[Tuple[Any, Optional[Any]]] = LatestSlot()
+        self._slot: LatestSlot[Any] = LatestSlot()
         self._pipeline_lock = threading.Lock()
+        self._debug_lock = threading.Lock()
         self._pending_config: Optional[PipelineConfig] = None
         self._last_stamp_ns: Optional[int] = None
         self._previous_snapshot: Optional[diagnostics.StatisticsSnapshot] = None
+        self._camera_infos: Optional[CameraInfoCache] = None
+        self._camera_model: Optional[Tuple[int, int, Any, CameraModel]] = None
         self._configure()
         self._activate()
 
@@ -134,10 +174,10 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._debug_pub: Optional[Any] = None
         self._set_debug_publisher(self._settings.publish_debug_image)
-        self._hri: Optional[_HriPublishers] = None
-        if self._settings.publish_hri:
+        self._hri: Optional[_HriOutput] = None
+        if self._settings.hri_mode != "off":
             try:
-                self._hri = _HriPublishers(self)
+                self._hri = _HriOutput(self, self._settings.hri_mode)
             except ImportError:
                 self.get_logger().info("hri_msgs is not installed; REP-155 topics under /humans/faces are off")
 
@@ -146,29 +186,21 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         settings = self._settings
         image_type = CompressedImage if settings.compressed else Image
         topic = f"{settings.image_topic.rstrip('/')}/compressed" if settings.compressed else settings.image_topic
-        # create_subscription writes the QoS overrides into the profile it is given: copy the shared one.
-        qos = copy.deepcopy(qos_profile_sensor_data)
-        overrides = QoSOverridingOptions.with_default_policies()
+        self._image_sub = self.create_subscription(
+            image_type,
+            topic,
+            self._receive,
+            sensor_data_qos(),
+            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+        )
+        self._image_topic = self._image_sub.topic_name  # remapped and namespaced: what diagnostics name
+        subscribed = self._image_topic
         if settings.use_camera_info:
-            import message_filters
-
-            info_topic = sibling_topic(settings.image_topic, "camera_info")
-            self._image_filter = message_filters.Subscriber(
-                self, image_type, topic, qos_profile=qos, qos_overriding_options=overrides
+            self._camera_infos = CameraInfoCache(CAMERA_INFO_SLOP_S)
+            self._info_sub = self.create_subscription(
+                CameraInfo, sibling_topic(settings.image_topic, "camera_info"), self._on_camera_info, sensor_data_qos()
             )
-            self._info_filter = message_filters.Subscriber(
-                self, CameraInfo, info_topic, qos_profile=copy.deepcopy(qos_profile_sensor_data)
-            )
-            self._sync = message_filters.ApproximateTimeSynchronizer(
-                [self._image_filter, self._info_filter], queue_size=10, slop=CAMERA_INFO_SLOP_S
-            )
-            self._sync.registerCallback(self._on_image_and_info)
-            subscribed = f"{self._image_filter.sub.topic_name} + {self._info_filter.sub.topic_name}"
-        else:
-            self._image_sub = self.create_subscription(
-                image_type, topic, self._on_image, qos, qos_overriding_options=overrides
-            )
-            subscribed = self._image_sub.topic_name
+            subscribed += f" + {self._info_sub.topic_name}"
         # Registered after every declaration (ours and the QoS overrides), so it only sees set requests.
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name="affect_worker", daemon=True)
@@ -184,24 +216,24 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         return {name: self.get_parameter(name).value for name in self._specs}
 
     def _set_debug_publisher(self, enabled: bool) -> None:
-        if enabled and self._debug_pub is None:
-            self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
-        elif not enabled and self._debug_pub is not None:
-            self.destroy_publisher(self._debug_pub)
-            self._debug_pub = None
+        # Executor thread only; the lock keeps the worker from publishing on a destroyed publisher.
+        with self._debug_lock:
+            if enabled and self._debug_pub is None:
+                self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
+            elif not enabled and self._debug_pub is not None:
+                self.destroy_publisher(self._debug_pub)
+                self._debug_pub = None
 
     # -- callbacks (never raise) ---------------------------------------------------------------
 
-    def _on_image(self, msg: Any) -> None:
-        self._receive(msg, None)
-
-    def _on_image_and_info(self, msg: Any, info: Any) -> None:
-        self._receive(msg, info)
-
-    def _receive(self, msg: Any, info: Optional[Any]) -> None:
+    def _receive(self, msg: Any) -> None:
         self._stats.record_received()
-        if self._slot.put((msg, info)):
+        if self._slot.put(msg):
             self._stats.record_dropped()
+
+    def _on_camera_info(self, info: Any) -> None:
+        if self._camera_infos is not None:
+            self._camera_infos.add(stamp_ns_of(info.header.stamp), info)
 
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in self._specs}
@@ -228,12 +260,12 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
 
     def _work(self) -> None:
         while not self._slot.closed:
-            item = self._slot.take(timeout_s=0.5)
-            if item is None:
+            msg = self._slot.take(timeout_s=0.5)
+            if msg is None:
                 continue
             try:
                 self._apply_pending_config()
-                self._process(*item)
+                self._process(msg)
             except Exception as exc:  # keep the thread alive whatever happens
                 message = f"processing failed: {type(exc).__name__}: {exc}"
                 self._stats.record_processing_error(message)
@@ -255,7 +287,31 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         old.close()
         self._last_stamp_ns = None
 
-    def _process(self, msg: Any, info: Optional[Any]) -> None:
+    def _camera_model_for(self, msg: Any, stamp_ns: int, width: int, height: int) -> Optional[CameraModel]:
+        """The viewing-ray model of this image's camera_info, or None (the reason goes to diagnostics)."""
+        if self._camera_infos is None:
+            return None
+        info, problem = self._camera_infos.match(stamp_ns)
+        model: Optional[CameraModel] = None
+        if info is not None:
+            cached = self._camera_model
+            if cached is not None and cached[:3] == (width, height, info):
+                model = cached[3]
+            else:
+                try:
+                    model = camera_model_from_info(info, width, height)
+                    self._camera_model = (width, height, info, model)
+                except InvalidCameraInfoError as exc:
+                    problem = f"camera_info on {self._info_sub.topic_name} is not usable: {exc}"
+        if problem and "camera_info on" not in problem:
+            problem = f"{problem} (on {self._info_sub.topic_name})"
+        self._stats.record_camera_info(problem)
+        if problem:
+            key = f"camera_info:{problem.split(';')[0][:40]}"
+            self._problems.report(key, f"faces have no viewing direction: {problem}")
+        return model
+
+    def _process(self, msg: Any) -> None:
         start = time.perf_counter()
         encoding = getattr(msg, "encoding", getattr(msg, "format", "?"))
         try:
@@ -271,17 +327,15 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
             self._pipeline.reset()
         self._last_stamp_ns = stamp_ns
         result = self._pipeline.process(Frame(image=rgb, stamp_ns=stamp_ns, frame_id=msg.header.frame_id))
+        camera = self._camera_model_for(msg, stamp_ns, int(rgb.shape[1]), int(rgb.shape[0]))
         latency_ms = (time.perf_counter() - start) * 1000.0
-        out = build_face_affect_array(result, msg.header, self._msg_types, camera_info=info, latency_ms=latency_ms)
+        out = build_face_affect_array(result, msg.header, self._msg_types, camera_info=camera, latency_ms=latency_ms)
         self._faces_pub.publish(out)
         if self._hri is not None:
-            try:
-                self._hri.publish(result, msg.header)
-            except Exception as exc:  # e.g. an hri_msgs release with other fields: keep ~/faces going
-                self.get_logger().error(f"REP-155 publishing failed, turning it off: {type(exc).__name__}: {exc}")
-                self._hri = None
-        if self._debug_pub is not None:
-            self._publish_debug(rgb, result, msg.header)
+            self._hri.submit(result, msg.header, rgb, self._pipeline.confirmed_track_ids)
+        with self._debug_lock:
+            if self._debug_pub is not None:
+                self._publish_debug(rgb, result, msg.header)
         self._stats.record_processed(latency_ms, len(result.faces))
 
     def _publish_debug(self, rgb: Any, result: FrameResult, header: Any) -> None:
@@ -307,12 +361,13 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
                 ("backend", model.backend_name if model is not None else "none"),
                 ("model id", model.model_id if model is not None else "none"),
                 ("faces dropped beyond max_faces (total)", str(self._pipeline.faces_dropped_total)),
+                ("REP-155 output", self._hri.describe() if self._hri is not None else "off"),
             ]
             status = DiagnosticStatus(
                 level=bytes([level]),
                 name=f"{self.get_fully_qualified_name()}: affect perception",
                 message=message,
-                hardware_id=self._settings.image_topic,
+                hardware_id=self._image_topic,
                 values=[KeyValue(key=k, value=v) for k, v in diagnostics.key_values(snapshot, extra)],
             )
             header = Header(stamp=self.get_clock().now().to_msg())
@@ -333,41 +388,105 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         super().destroy_node()
 
 
-class _HriPublishers:
-    """REP-155 topics: /humans/faces/tracked plus roi/expression per confirmed face id."""
+class _HriOutput:
+    """REP-155 topics (see :mod:`ros2_affect.ros.hri` for the two modes).
 
-    def __init__(self, node: Node) -> None:
+    The worker thread only hands results over (:meth:`submit`); publishing and creating
+    or destroying per-face publishers and subscriptions happen in :meth:`_flush`, a guard
+    condition callback on the executor's thread, where rclpy expects entity changes.
+    """
+
+    def __init__(self, node: Node, mode: str) -> None:
         from hri_msgs.msg import Expression, IdsList, NormalizedRegionOfInterest2D
 
         self._node = node
-        self._types = (Expression, IdsList, NormalizedRegionOfInterest2D)
-        self._tracked_pub = node.create_publisher(IdsList, "/humans/faces/tracked", 1)
+        self._mode = mode
+        self._expression_t, self._ids_t, self._roi_t = Expression, IdsList, NormalizedRegionOfInterest2D
+        self._pending: LatestSlot[Tuple[FrameResult, Any, Any, Tuple[str, ...]]] = LatestSlot()
         self._ids = TrackedIds()
-        self._pubs: Dict[str, Tuple[Any, Any]] = {}
+        self._pubs: Dict[str, Dict[str, Any]] = {}
+        self._derived_va_logged = False
+        if mode == "standalone":
+            self._tracked_pub = node.create_publisher(IdsList, "/humans/faces/tracked", 1)
+        else:  # the face detector's ids and regions, to put our expressions on its faces
+            self._detector_rois: Dict[str, HriRoi] = {}
+            self._roi_subs: Dict[str, Any] = {}
+            self._tracked_sub = node.create_subscription(IdsList, "/humans/faces/tracked", self._on_tracked, 1)
+        self._guard = node.create_guard_condition(self._flush)
 
-    def publish(self, result: FrameResult, header: Any) -> None:
-        expression_t, ids_t, roi_t = self._types
-        ids = confirmed_ids(result.faces)
-        added, removed = self._ids.update(ids)
+    def describe(self) -> str:
+        if self._mode == "standalone":
+            return f"standalone: {len(self._pubs)} face(s) announced on /humans/faces/tracked"
+        return f"expression on the face detector's ids: {len(self._roi_subs)} face(s) on /humans/faces/tracked"
+
+    def submit(self, result: FrameResult, header: Any, rgb: Any, live_ids: Tuple[str, ...]) -> None:
+        """Worker thread: hand one processed image over to the executor thread."""
+        self._pending.put((result, header, rgb, live_ids))
+        self._guard.trigger()
+
+    # -- executor thread ----------------------------------------------------------------------
+
+    def _on_tracked(self, msg: Any) -> None:
+        added, removed = self._ids.update(msg.ids)
         for face_id in removed:
-            for pub in self._pubs.pop(face_id, ()):
-                self._node.destroy_publisher(pub)
+            self._node.destroy_subscription(self._roi_subs.pop(face_id))
+            self._detector_rois.pop(face_id, None)
+            self._destroy_publishers(face_id)
         for face_id in added:
-            self._pubs[face_id] = (
-                self._node.create_publisher(roi_t, face_topic(face_id, "roi"), 1),
-                self._node.create_publisher(expression_t, face_topic(face_id, "expression"), 1),
+            self._roi_subs[face_id] = self._node.create_subscription(
+                self._roi_t, face_topic(face_id, "roi"), lambda roi, i=face_id: self._on_roi(i, roi), 1
             )
-        self._tracked_pub.publish(ids_t(header=header, ids=list(ids)))
-        for face in result.faces:
-            if face.track_id not in self._pubs:
-                continue
-            roi_pub, expression_pub = self._pubs[face.track_id]
-            roi = hri_roi(face, result.width_px, result.height_px)
-            roi_pub.publish(roi_t(header=header, xmin=roi.xmin, ymin=roi.ymin, xmax=roi.xmax, ymax=roi.ymax, c=roi.c))
+
+    def _on_roi(self, face_id: str, roi: Any) -> None:
+        if face_id in self._roi_subs:
+            self._detector_rois[face_id] = HriRoi(roi.xmin, roi.ymin, roi.xmax, roi.ymax, roi.c)
+
+    def _destroy_publishers(self, face_id: str) -> None:
+        for pub in self._pubs.pop(face_id, {}).values():
+            self._node.destroy_publisher(pub)
+
+    def _publishers(self, face_id: str) -> Dict[str, Any]:
+        pubs = self._pubs.get(face_id)
+        if pubs is None:
+            pubs = {"expression": self._node.create_publisher(self._expression_t, face_topic(face_id, "expression"), 1)}
+            if self._mode == "standalone":
+                pubs["roi"] = self._node.create_publisher(self._roi_t, face_topic(face_id, "roi"), 1)
+                pubs["cropped"] = self._node.create_publisher(Image, face_topic(face_id, "cropped"), 1)
+            self._pubs[face_id] = pubs
+        return pubs
+
+    def _flush(self) -> None:
+        try:
+            item = self._pending.take(timeout_s=0.0)
+            if item is not None:
+                self._publish(*item)
+        except Exception as exc:  # e.g. an hri_msgs release with other fields: keep ~/faces going
+            self._node.get_logger().error(f"REP-155 publishing failed: {type(exc).__name__}: {exc}")
+
+    def _publish(self, result: FrameResult, header: Any, rgb: Any, live_ids: Tuple[str, ...]) -> None:
+        rois = [hri_roi(face, result.width_px, result.height_px) for face in result.faces]
+        if self._mode == "standalone":
+            _, ended = self._ids.update(live_ids)
+            for face_id in ended:
+                self._destroy_publishers(face_id)
+            self._tracked_pub.publish(self._ids_t(header=header, ids=list(self._ids.ids)))
+            targets = {i: face.track_id for i, face in enumerate(result.faces) if face.track_id in live_ids}
+        else:
+            detector_rois = {i: r for i, r in self._detector_rois.items() if i in self._roi_subs}
+            targets = match_faces_to_rois(rois, detector_rois)
+        for index, face_id in targets.items():
+            face, roi = result.faces[index], rois[index]
+            pubs = self._publishers(face_id)
             expression = hri_expression(face)
             if expression is not None:
-                expression_pub.publish(
-                    expression_t(
+                if face.affect is not None and face.affect.va_derived and not self._derived_va_logged:
+                    self._derived_va_logged = True
+                    self._node.get_logger().info(
+                        "valence/arousal on /humans/faces/<id>/expression are derived from the class probabilities "
+                        "(the model has no valence/arousal regressor; ~/faces marks them va_derived)"
+                    )
+                pubs["expression"].publish(
+                    self._expression_t(
                         header=header,
                         expression=expression.expression,
                         valence=expression.valence,
@@ -375,6 +494,18 @@ class _HriPublishers:
                         confidence=expression.confidence,
                     )
                 )
+            if "roi" in pubs:
+                pubs["roi"].publish(
+                    self._roi_t(header=header, xmin=roi.xmin, ymin=roi.ymin, xmax=roi.xmax, ymax=roi.ymax, c=roi.c)
+                )
+            box = crop_box_px(roi, result.width_px, result.height_px)
+            if "cropped" in pubs and box is not None:
+                x1, y1, x2, y2 = box
+                crop = rgb[y1:y2, x1:x2]
+                image = Image(header=header, height=crop.shape[0], width=crop.shape[1], encoding="rgb8",
+                              is_bigendian=0, step=crop.shape[1] * 3)
+                image.data = array.array("B", crop.tobytes())
+                pubs["cropped"].publish(image)
 
 
 def _startup_error(spec: ParameterSpec, exc: Exception) -> AffectError:

@@ -90,8 +90,9 @@ NODE_PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "use_camera_info",
         False,
-        "Synchronise images with camera_info (message_filters) and add a unit viewing ray per face, "
-        "in the camera optical frame.",
+        "Subscribe to camera_info next to the image topic and give every face a unit viewing ray in the "
+        "camera optical frame, from the camera_info with the image's stamp (within 20 ms); an image without "
+        "one is still processed, without rays, and diagnostics say why.",
         read_only=True,
     ),
     ParameterSpec(
@@ -100,11 +101,14 @@ NODE_PARAMETERS: Tuple[ParameterSpec, ...] = (
         "Publish ~/debug_image (sensor_msgs/Image, rgb8) with boxes, ids, expressions and valence/arousal.",
     ),
     ParameterSpec(
-        "publish_hri",
-        True,
-        "Publish REP-155 topics under /humans/faces (tracked ids, per-face roi and expression) when "
-        "hri_msgs is installed.",
+        "hri_mode",
+        "expression",
+        "REP-155 (ROS4HRI) output under /humans/faces, when hri_msgs is installed. expression: publish "
+        "/humans/faces/<id>/expression for the faces a face detector (e.g. hri_face_detect) announces on "
+        "/humans/faces/tracked, matched to ours by their roi; standalone: this node is the face detector "
+        "and publishes tracked, roi, cropped and expression itself; off: none.",
         read_only=True,
+        choices=("expression", "standalone", "off"),
     ),
     ParameterSpec(
         "diagnostics_period_s",
@@ -254,7 +258,7 @@ class NodeSettings:
     compressed: bool = False
     use_camera_info: bool = False
     publish_debug_image: bool = False
-    publish_hri: bool = True
+    hri_mode: str = "expression"
     diagnostics_period_s: float = 1.0
     latency_warn_ms: float = 50.0
     latency_error_ms: float = 200.0

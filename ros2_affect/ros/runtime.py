@@ -5,10 +5,12 @@ Kept out of :mod:`ros2_affect.ros.node` so they are tested without rclpy.
 
 from __future__ import annotations
 
+import collections
+import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Generic, Optional, TypeVar
+from typing import Callable, Deque, Dict, Generic, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -102,8 +104,17 @@ class ProblemLog:
 
 
 def problem_key(exc: BaseException, *context: object) -> str:
-    """A stable category for an exception: its class plus the given context (e.g. encoding)."""
-    return ":".join([type(exc).__name__] + [str(c) for c in context])
+    """A stable category for an exception: its class, the given context (e.g. encoding) and its wording.
+
+    The wording without numbers separates problems of one class (a wrong ``step`` and
+    truncated data are both InvalidImageError on rgb8, and a user fixing one must still
+    hear of the other) while the same problem with other sizes stays one category.
+    """
+    wording = _NUMBERS.sub("#", str(exc))[:80]
+    return ":".join([type(exc).__name__] + [str(c) for c in context] + ([wording] if wording else []))
+
+
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
 
 def sibling_topic(topic: str, name: str) -> str:
@@ -114,3 +125,44 @@ def sibling_topic(topic: str, name: str) -> str:
     head, sep, _ = topic.rstrip("/").rpartition("/")
     return f"{head}{sep}{name}" if sep else name
 
+
+
+class CameraInfoCache:
+    """The latest CameraInfo messages by stamp, and the one that belongs to an image.
+
+    Replaces an approximate-time synchroniser (message_filters): that one calls back only
+    for matched pairs, so a missing or mis-stamped camera_info silently stops all output.
+    Here every image is processed; one without a matching camera_info gets no viewing
+    rays, and :meth:`match` says why, for the diagnostics.
+
+    Args:
+        slop_s: largest stamp difference that still pairs an image with a camera_info.
+        capacity: camera_info messages kept (a camera publishes one per image).
+    """
+
+    def __init__(self, slop_s: float, capacity: int = 30) -> None:
+        if slop_s < 0 or capacity < 1:
+            raise ValueError(f"slop_s = {slop_s} and capacity = {capacity}; expected >= 0 and >= 1")
+        self._slop_ns = int(round(slop_s * 1e9))
+        self._lock = threading.Lock()
+        self._infos: Deque[Tuple[int, object]] = collections.deque(maxlen=capacity)
+        self.received = 0
+
+    def add(self, stamp_ns: int, info: object) -> None:
+        with self._lock:
+            self._infos.append((int(stamp_ns), info))
+            self.received += 1
+
+    def match(self, stamp_ns: int) -> Tuple[Optional[object], str]:
+        """``(camera_info, "")`` for the nearest stamp within the slop, else ``(None, reason)``."""
+        with self._lock:
+            if not self._infos:
+                return None, "no camera_info received yet"
+            nearest_stamp, nearest = min(self._infos, key=lambda item: abs(item[0] - stamp_ns))
+        gap_ns = abs(nearest_stamp - stamp_ns)
+        if gap_ns > self._slop_ns:
+            return None, (
+                f"no camera_info stamped within {self._slop_ns / 1e6:g} ms of the image "
+                f"(nearest {gap_ns / 1e9:.3f} s away); the camera must stamp both with the same time"
+            )
+        return nearest, ""

@@ -81,8 +81,12 @@ def test_problem_log_reports_new_problems_at_once_and_throttles_repeats() -> Non
 
 
 def test_problem_key_groups_by_class_and_context() -> None:
-    assert problem_key(InvalidImageError("x"), "bgr8") == "InvalidImageError:bgr8"
-    assert problem_key(RuntimeError("y")) == "RuntimeError"
+    assert problem_key(InvalidImageError(""), "bgr8") == "InvalidImageError:bgr8"
+    assert problem_key(RuntimeError()) == "RuntimeError"
+    # the same problem with other numbers is one category; another problem of the same class is not
+    step = problem_key(InvalidImageError("image step 2153 is smaller than one row (2160 bytes)"), "rgb8")
+    assert step == problem_key(InvalidImageError("image step 1913 is smaller than one row (1920 bytes)"), "rgb8")
+    assert step != problem_key(InvalidImageError("image data has 518400 bytes; expected 1244160"), "rgb8")
 
 
 @pytest.mark.parametrize(
