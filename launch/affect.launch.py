@@ -15,6 +15,9 @@ Arguments:
     use_camera_info  true: add a viewing ray per face from CameraInfo
     debug_image      true: publish ~/debug_image
     log_level        debug | info | warn | error
+    fastdds_profile  Fast DDS XML profile for the node's process; empty: the package's
+                     config/fastdds_large_images.xml unless FASTRTPS_DEFAULT_PROFILES_FILE is
+                     already set; none: leave the environment alone (docs/ros2.md, QoS)
 
 The parameter file is read here with rcl's own rules (every section matching the node's
 fully qualified name, ``/**``, ``/**/affect_node``, ``/<namespace>/affect_node``, merged
@@ -25,6 +28,9 @@ The packaged file's section is ``/**/affect_node``: it applies in any namespace.
 
 from __future__ import annotations
 
+import os
+
+from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -63,6 +69,12 @@ def _launch_node(context, *args, **kwargs):  # type: ignore[no-untyped-def]
 
     camera = arg("camera")
     camera_info = arg("camera_info") or sibling_topic(camera, "camera_info")
+    env = {}
+    profile = arg("fastdds_profile")
+    if not profile and not os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        profile = os.path.join(get_package_share_directory("ros2_affect"), "config", "fastdds_large_images.xml")
+    if profile and profile != "none":
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
     return [
         Node(
             package="ros2_affect",
@@ -76,6 +88,7 @@ def _launch_node(context, *args, **kwargs):  # type: ignore[no-untyped-def]
                 ("camera_info", camera_info),
             ],
             arguments=["--ros-args", "--log-level", arg("log_level")],
+            additional_env=env,
             output="screen",
             emulate_tty=True,
         )
@@ -106,6 +119,11 @@ def generate_launch_description() -> LaunchDescription:
                 "use_camera_info", default_value="", description="true: viewing ray per face from CameraInfo"
             ),
             DeclareLaunchArgument("debug_image", default_value="", description="true: publish ~/debug_image"),
+            DeclareLaunchArgument(
+                "fastdds_profile",
+                default_value="",
+                description="Fast DDS profile for the node; empty: the package's large-image profile; none: unset",
+            ),
             DeclareLaunchArgument(
                 "log_level", default_value="info", choices=["debug", "info", "warn", "error"], description="log level"
             ),

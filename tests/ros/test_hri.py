@@ -15,11 +15,14 @@ from ros2_affect.core.types import (
 )
 from ros2_affect.ros.hri import (
     HRI_EXPRESSION_OF,
+    HriRoi,
     TrackedIds,
     confirmed_ids,
+    crop_box_px,
     face_topic,
     hri_expression,
     hri_roi,
+    match_faces_to_rois,
 )
 
 # The string constants of hri_msgs/Expression (ros4hri/hri_msgs, ROS 2 releases).
@@ -75,3 +78,29 @@ def test_only_confirmed_tracks_are_announced() -> None:
     faces = [_face("a", [], True), _face("b", [], False), _face("c", [], True)]
     assert confirmed_ids(faces) == ("a", "c")
     assert face_topic("a", "roi") == "/humans/faces/a/roi"
+
+
+def _roi(x1: float, y1: float, x2: float, y2: float) -> HriRoi:
+    return HriRoi(x1, y1, x2, y2, 0.9)
+
+
+def test_our_faces_take_the_face_detectors_ids_by_overlap() -> None:
+    # Two people; the detector's boxes are a little larger and shifted, as another model's are.
+    ours = [_roi(0.10, 0.20, 0.30, 0.50), _roi(0.60, 0.25, 0.78, 0.52)]
+    detector = {"kx3a1": _roi(0.58, 0.22, 0.80, 0.55), "b9q0c": _roi(0.08, 0.18, 0.31, 0.52)}
+    assert match_faces_to_rois(ours, detector) == {0: "b9q0c", 1: "kx3a1"}
+
+
+def test_a_face_the_detector_does_not_know_gets_no_id_and_ids_are_used_once() -> None:
+    ours = [_roi(0.10, 0.20, 0.30, 0.50), _roi(0.11, 0.21, 0.31, 0.51), _roi(0.70, 0.70, 0.90, 0.95)]
+    detector = {"only1": _roi(0.10, 0.20, 0.30, 0.50)}
+    assert match_faces_to_rois(ours, detector) == {0: "only1"}  # best overlap wins; the far face stays out
+    assert match_faces_to_rois(ours, {}) == {}
+    assert match_faces_to_rois([], detector) == {}
+    # barely touching boxes are not the same face
+    assert match_faces_to_rois([_roi(0.0, 0.0, 0.2, 0.2)], {"a": _roi(0.15, 0.15, 0.35, 0.35)}) == {}
+
+
+def test_cropped_box_in_pixels() -> None:
+    assert crop_box_px(_roi(0.1, 0.2, 0.5, 0.6), 640, 480) == (64, 96, 320, 288)
+    assert crop_box_px(_roi(0.5, 0.5, 0.5, 0.9), 640, 480) is None
