@@ -1,4 +1,11 @@
-"""Shared fixtures: real data from ../shared/data (skipped with a reason when absent)."""
+"""Shared fixtures: real data from ../shared/data (skipped with a reason when absent).
+
+The data folder is ``shared/data`` beside the repository (``../shared/data`` from its root),
+or wherever ``$ROS2_AFFECT_SHARED_DATA`` points. It is not part of the repository (licences):
+README.md ("Tests: the data") lists what goes in it and where each part comes from. Without
+it, the tests that need it skip with that pointer; tests/test_bundled_end_to_end.py and the
+other tests on the bundled photo still run the whole pipeline.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +28,10 @@ AFFECTNET_TARBALL = SHARED_DATA / "affectnet-val" / "affectnet-val-dev.tar.gz"
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real test data not found at {path} (it lives in ../shared/data; see tests/conftest.py)")
+        pytest.skip(
+            f"real test data not found at {path}: put the data folder at ../shared/data beside the repository or "
+            f"set ROS2_AFFECT_SHARED_DATA to it (what goes in it and where to get it: README.md, 'Tests: the data')"
+        )
     return path
 
 

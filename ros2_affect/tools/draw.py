@@ -153,11 +153,11 @@ def open_video_writer(path: Path, fps: float, size_wh: Tuple[int, int], codec: s
             if name not in BROWSER_PLAYABLE:
                 LOG.warning(
                     "annotated video %s is %s: VLC and ffmpeg play it, browsers do not (this OpenCV build has no "
-                    "H.264 or VP9 encoder)", path, description,
+                    "H.264 or VP9 encoder)", Path(path).name, description,
                 )
             elif codec == "auto" and name != names[0]:
                 LOG.info("annotated video %s is %s (no H.264 encoder in this OpenCV build; --video-codec mp4v is "
-                         "faster to write but browsers do not play it)", path, description)
+                         "faster to write but browsers do not play it)", Path(path).name, description)
             return writer, description
         writer.release()
         Path(path).unlink(missing_ok=True)
