@@ -10,8 +10,8 @@ from ros2_affect.config import (
     PipelineConfig,
     flatten,
     load_parameter_file,
-    node_name_matches,
     load_pipeline_config,
+    node_name_matches,
     pipeline_config_from_dict,
     unflatten,
 )
