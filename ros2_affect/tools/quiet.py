@@ -27,14 +27,17 @@ NATIVE_LOG_LINE = re.compile(
     rb"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"  # glog / absl: W0000 00:00:1795910258.330827 7720 f.cc:14]
     rb"|(?:\x1b\[[0-9;]*m)?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \[[VIWEF]:onnxruntime"  # ONNX Runtime
     rb"|\[ ?(?:WARN|INFO|ERROR|DEBUG|VERBOSE):\d+@"  # OpenCV's logger
+    rb"|\[[\w.-]+ @ 0x[0-9a-fA-F]+\] "  # FFmpeg inside OpenCV: [h264_v4l2m2m @ 0x55a5...] Could not find a device
     rb"|libpng (?:warning|error): |Corrupt JPEG data: |Premature end of JPEG file"  # image codecs inside OpenCV
     rb"|\x1b\[m\s*$"  # ONNX Runtime's colour reset after its message
     rb")"
 )
 
 #: First bytes of those lines: a partial line starting like this waits for its end.
-_PREFIXES = (b"INFO: ", b"WARNING: ", b"ERROR: ", b"VERBOSE: ", b"I0", b"W0", b"E0", b"\x1b[", b"[ ", b"[W", b"[I",
-             b"[E", b"[D", b"[V", b"libpng ", b"Corrupt JPEG", b"Premature end", b"19", b"20")
+_PREFIXES = (
+    b"INFO: ", b"WARNING: ", b"ERROR: ", b"VERBOSE: ", b"I0", b"W0", b"E0", b"\x1b[", b"[", b"libpng ",
+    b"Corrupt JPEG", b"Premature end", b"19", b"20",
+)
 
 _active: Optional[_Filter] = None
 

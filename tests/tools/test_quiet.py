@@ -21,6 +21,8 @@ NATIVE_LINES = [
     "status code returned while running Reshape node.",
     "[ WARN:0@0.125] global loadsave.cpp:268 findDecoder imread_('x.png'): can't open/read file",
     "libpng error: IDAT: CRC error",
+    "[h264_v4l2m2m @ 0x55a555fc5040] Could not find a valid device",
+    "[ERROR:0@3.652] global cap_ffmpeg_impl.hpp:3585 open VIDEOIO/FFMPEG: Failed to initialize VideoWriter",
     "Corrupt JPEG data: premature end of data segment",
 ]
 OUR_LINES = [
