@@ -171,3 +171,40 @@ def mae(x: ArrayLike, y: ArrayLike) -> float:
     """Mean absolute difference."""
     a, b = _value_pair(x, y)
     return float(np.mean(np.abs(a - b)))
+
+
+def sign_agreement(x: ArrayLike, y: ArrayLike) -> float:
+    """Fraction of pairs whose signs agree (negative, zero, positive: ``sign(x) == sign(y)``).
+
+    For valence/arousal: how often the prediction is on the right side of neutral
+    (pleasant vs unpleasant, excited vs calm). A value of exactly 0 only agrees with 0.
+    """
+    a, b = _value_pair(x, y)
+    return float(np.mean(np.sign(a) == np.sign(b)))
+
+
+def expected_calibration_error(confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017) of top-1 confidences, in 0..1.
+
+    The confidences are put into ``n_bins`` equal-width bins over ``[0, 1]`` (bin ``b``
+    holds ``b/n < c <= (b+1)/n``, a confidence of 0 goes to the first bin); ECE is the
+    sample-weighted mean over the bins of ``|accuracy(bin) - mean confidence(bin)|``.
+
+    Args:
+        confidence: ``(N,)`` top-1 probability of each prediction, in 0..1.
+        correct: ``(N,)`` bool (or 0/1), whether that prediction was right.
+        n_bins: number of bins (15 is the usual choice).
+    """
+    c, k = _value_pair(confidence, np.asarray(correct, dtype=np.float64))
+    if n_bins < 1:
+        raise ValueError(f"n_bins = {n_bins}; pass at least 1 bin")
+    if c.min() < 0.0 or c.max() > 1.0 + 1e-6:
+        raise ValueError(f"confidences must lie in 0..1, got {c.min():.4g}..{c.max():.4g}; pass probabilities")
+    if not np.all((k == 0.0) | (k == 1.0)):
+        raise ValueError("correct must hold booleans (or 0/1), one per confidence")
+    bins = np.clip(np.ceil(c * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        rows = bins == b
+        total += rows.sum() * abs(float(k[rows].mean()) - float(c[rows].mean()))
+    return float(total / c.size)

@@ -87,3 +87,30 @@ def test_bad_inputs_are_rejected_with_the_reason() -> None:
         metrics.confusion_matrix([0, 2], [0, 1], num_classes=2)
     with pytest.raises(ValueError, match="integer class indices"):
         metrics.accuracy([0.5], [0])
+
+
+def test_sign_agreement_by_hand() -> None:
+    assert metrics.sign_agreement([0.5, -0.2, 0.1, 0.0], [0.1, -0.9, -0.3, 0.0]) == 0.75
+
+
+def test_expected_calibration_error_by_hand_and_loop() -> None:
+    # two bins used (of 15): 0.9 -> bin 13 (0.8667, 0.9333], 0.3 -> bin 4 (0.2667, 0.3333]
+    conf = [0.9, 0.9, 0.9, 0.9, 0.3, 0.3]
+    right = [1, 1, 1, 0, 0, 1]
+    expected = (4 * abs(0.75 - 0.9) + 2 * abs(0.5 - 0.3)) / 6
+    assert metrics.expected_calibration_error(conf, right) == pytest.approx(expected)
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0, 1, 500)
+    k = rng.uniform(0, 1, 500) < c
+    edges = np.linspace(0, 1, 16)
+    naive = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):  # independent loop over (lo, hi]
+        rows = (c > lo) & (c <= hi) | ((lo == 0) & (c == 0))
+        if rows.any():
+            naive += rows.sum() / c.size * abs(k[rows].mean() - c[rows].mean())
+    assert metrics.expected_calibration_error(c, k) == pytest.approx(naive)
+    assert metrics.expected_calibration_error([1.0, 1.0], [True, True]) == 0.0
+    with pytest.raises(ValueError, match=r"confidences must lie in 0..1"):
+        metrics.expected_calibration_error([1.5], [1])
+    with pytest.raises(ValueError, match=r"correct must hold booleans"):
+        metrics.expected_calibration_error([0.5], [0.5])

@@ -25,19 +25,32 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from ros2_affect.metrics import accuracy, ccc, confusion_matrix, macro_f1, mae, pcc, per_class_scores, rmse
+from ros2_affect.metrics import (
+    accuracy,
+    ccc,
+    confusion_matrix,
+    expected_calibration_error,
+    macro_f1,
+    mae,
+    pcc,
+    per_class_scores,
+    rmse,
+    sign_agreement,
+)
 
 __all__ = [
     "accuracy",
     "ccc",
     "classification_report",
     "confusion_matrix",
+    "expected_calibration_error",
     "macro_f1",
     "mae",
     "mean_class_accuracy",
     "pcc",
     "per_class_scores",
     "rmse",
+    "sign_agreement",
     "to_jsonable",
     "va_report",
 ]
