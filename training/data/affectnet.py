@@ -23,14 +23,22 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ros2_affect.config import AlignmentConfig
 from ros2_affect.errors import DatasetError
-from training.data.faces import FaceDataset, PathLike, align_crop, eyes_from_landmarks68, read_rgb
-from training.data.labels import DROP, affectnet_table, class_names
+from training.data.faces import (
+    FaceDataset,
+    PathLike,
+    align_crop,
+    bbox_from_landmarks,
+    eyes_from_landmarks68,
+    read_rgb,
+    resize_crop,
+)
+from training.data.labels import AFFECTNET_CODES, CLASSES_8, DROP, affectnet_table, canonical_name, class_names
 
 LOG = logging.getLogger(__name__)
 
@@ -172,3 +180,197 @@ class AffectNet(FaceDataset):
     def load_crop(self, index: int) -> np.ndarray:
         eyes = eyes_from_landmarks68(self.landmarks[index])
         return align_crop(read_rgb(self.paths[index]), eyes, self.boxes[index], self.alignment)
+
+
+# -- photo folders with a labels.csv (the AffectNet validation sample's layout) ----------------
+
+#: Columns of a ``labels.csv`` photo table; ``landmarks_xy`` is optional.
+PHOTO_COLUMNS = ("image", "expression", "valence", "arousal")
+
+
+def parse_landmarks_xy(text: str) -> np.ndarray:
+    """``(68, 2)`` float32 from ``labels.csv``'s ``"x0 y0 x1 y1 ... x67 y67"`` (spaces).
+
+    Raises:
+        ValueError: not 136 numbers.
+    """
+    values = [float(v) for v in text.split()]
+    if len(values) != 136:
+        raise ValueError(f"landmarks_xy has {len(values)} numbers; expected 136 (68 'x y' pairs)")
+    return np.asarray(values, dtype=np.float32).reshape(68, 2)
+
+
+class AffectNetPhotos(FaceDataset):
+    """A folder of face photos with a ``labels.csv`` table (one row per photo)::
+
+        image,expression,valence,arousal,landmarks_xy
+        images/0.jpg,neutral,-0.176846,-0.077640,-0.01 81.50 2.81 107.94 ...
+
+    - ``image``: path relative to ``images_root`` (default: the CSV's folder); any format
+      OpenCV reads (``.jpg``, ``.png``, ``.tif``/``.tiff``, ...).
+    - ``expression``: a class name (aliases like ``angry`` accepted,
+      :func:`~training.data.labels.canonical_name`) or an AffectNet code 0..10
+      (:data:`~training.data.labels.AFFECTNET_CODES`); empty: no label (-1). Contempt is the
+      8th class with ``include_contempt`` and dropped otherwise, as :class:`AffectNet` does.
+    - ``valence``, ``arousal``: -1..1; empty or AffectNet's ``-2``: not annotated (NaN).
+    - ``landmarks_xy`` (optional): 68 points as ``x y`` pairs in pixels of the photo;
+      NaN when absent or malformed (only :meth:`load_crop` with ``crop="landmarks"`` needs them).
+
+    Rows that cannot be used are left out and counted in :attr:`dropped` (reasons:
+    ``unparsable_row``, ``unknown_expression``, ``contempt``, ``not_an_expression``,
+    ``missing_image``, ``va_out_of_range_kept_as_nan``, ``bad_landmarks_kept``); the first
+    lines of each are in :attr:`skipped_rows` for messages.
+
+    Args:
+        csv_path: the table.
+        images_root: folder ``image`` is relative to (default: the CSV's folder).
+        alignment: crop geometry for :meth:`load_crop` (use the model's).
+        include_contempt: 8 classes instead of 7.
+        crop: ``"resize"``: the photo is the face crop, resized to the model's input
+            (:func:`~training.data.faces.resize_crop`); ``"landmarks"``: the runtime's
+            aligned crop from the landmark eyes and the landmarks' extent.
+        check_files: drop rows whose image file is missing.
+        limit: read at most this many usable rows.
+
+    Raises:
+        DatasetError: the CSV is unreadable, lacks a column, or has no usable row.
+    """
+
+    def __init__(
+        self,
+        csv_path: PathLike,
+        images_root: Optional[PathLike] = None,
+        alignment: Optional[AlignmentConfig] = None,
+        include_contempt: bool = False,
+        crop: str = "resize",
+        check_files: bool = True,
+        limit: Optional[int] = None,
+    ) -> None:
+        if crop not in ("resize", "landmarks"):
+            raise ValueError(f"crop = {crop!r}; choose 'resize' or 'landmarks'")
+        self.csv_path = Path(csv_path)
+        self.images_root = Path(images_root) if images_root is not None else self.csv_path.parent
+        self.alignment = alignment if alignment is not None else AlignmentConfig()
+        self.crop = crop
+        self.class_names = class_names(include_contempt)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.dropped: Dict[str, int] = {}
+        #: ``(csv line, reason)`` of the first few rows left out per reason.
+        self.skipped_rows: List[Tuple[int, str]] = []
+        paths: List[str] = []
+        keys: List[str] = []
+        expressions: List[int] = []
+        va: List[List[float]] = []
+        landmarks: List[np.ndarray] = []
+
+        def drop(reason: str, line: int, detail: str) -> None:
+            self.dropped[reason] = self.dropped.get(reason, 0) + 1
+            if self.dropped[reason] <= 3:
+                self.skipped_rows.append((line, f"{reason}: {detail}"))
+
+        try:
+            handle = self.csv_path.open(newline="", encoding="utf-8")
+        except OSError as exc:
+            raise DatasetError(f"cannot open the photo label table {str(self.csv_path)!r}: {exc}") from None
+        with handle:
+            reader = csv.DictReader(handle)
+            fields = [f.strip() for f in (reader.fieldnames or [])]
+            reader.fieldnames = fields
+            missing = [c for c in PHOTO_COLUMNS if c not in fields]
+            if missing:
+                raise DatasetError(
+                    f"{self.csv_path}: columns {missing} missing; a photo label table has the header "
+                    f"{','.join(PHOTO_COLUMNS)}[,landmarks_xy] (found {fields})"
+                )
+            try:
+                for line, row in enumerate(reader, start=2):
+                    name = (row.get("image") or "").strip()
+                    if not name or None in row.values():
+                        drop("unparsable_row", line, "empty image cell or too few cells")
+                        continue
+                    code = _expression_index(row.get("expression") or "", index)
+                    if isinstance(code, str):
+                        drop(code, line, f"expression {row.get('expression')!r}")
+                        continue
+                    try:
+                        v, a = (float(row[k]) if (row[k] or "").strip() else NO_VA for k in ("valence", "arousal"))
+                    except ValueError:
+                        drop("unparsable_row", line, f"valence {row['valence']!r} / arousal {row['arousal']!r}")
+                        continue
+                    has_va = -1.0 <= v <= 1.0 and -1.0 <= a <= 1.0
+                    if not has_va and not (v == NO_VA or a == NO_VA):
+                        drop("va_out_of_range_kept_as_nan", line, f"valence {v}, arousal {a}")
+                    lm = np.full((68, 2), np.nan, dtype=np.float32)
+                    if (row.get("landmarks_xy") or "").strip():
+                        try:
+                            lm = parse_landmarks_xy(row["landmarks_xy"])
+                        except ValueError as exc:
+                            drop("bad_landmarks_kept", line, str(exc))
+                    path = self.images_root / name
+                    if check_files and not path.is_file():
+                        drop("missing_image", line, str(path))
+                        continue
+                    paths.append(str(path))
+                    keys.append(name)
+                    expressions.append(code)
+                    va.append([v, a] if has_va else [np.nan, np.nan])
+                    landmarks.append(lm)
+                    if limit is not None and len(paths) >= limit:
+                        break
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise DatasetError(
+                    f"{self.csv_path}: not a readable CSV table near line {reader.line_num}: {exc}"
+                ) from None
+        if not paths:
+            raise DatasetError(
+                f"{self.csv_path}: no usable rows (dropped: {self.dropped}); check the file and the images folder "
+                f"{str(self.images_root)!r}"
+            )
+        if self.dropped:
+            LOG.warning(
+                "%s: %d rows kept, left out %s, e.g. line %d: %s",
+                self.csv_path,
+                len(paths),
+                self.dropped,
+                *self.skipped_rows[0],
+            )
+        self.paths = paths
+        self.keys = keys
+        self.expressions = np.asarray(expressions, dtype=np.int64)
+        self.va = np.asarray(va, dtype=np.float32).reshape(-1, 2)
+        self.landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 68, 2)
+
+    def read_image(self, index: int) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB photo ``index`` (raises DatasetError when unreadable)."""
+        return read_rgb(self.paths[index])
+
+    def load_crop(self, index: int) -> np.ndarray:
+        image = self.read_image(index)
+        if self.crop == "resize":
+            return resize_crop(image, self.alignment.output_size_px, self.alignment.grayscale)
+        lm = self.landmarks[index]
+        if not np.isfinite(lm).all():
+            raise DatasetError(f"{self.paths[index]}: no landmarks_xy in {self.csv_path}; use crop='resize'")
+        return align_crop(image, eyes_from_landmarks68(lm), bbox_from_landmarks(lm), self.alignment)
+
+
+def _expression_index(text: str, index: Dict[str, int]) -> Union[int, str]:
+    """Class index for an ``expression`` cell (name or AffectNet code), -1 for empty, or
+    the reason to drop the row."""
+    cell = text.strip()
+    if not cell:
+        return -1
+    try:
+        code = int(cell)
+    except ValueError:
+        try:
+            name = canonical_name(cell, CLASSES_8 + AFFECTNET_CODES[8:])
+        except DatasetError:
+            return "unknown_expression"
+    else:
+        if not 0 <= code < len(AFFECTNET_CODES):
+            return "unknown_expression"
+        name = AFFECTNET_CODES[code]
+    if name in index:
+        return index[name]
+    return "contempt" if name == "contempt" else "not_an_expression"
