@@ -20,8 +20,16 @@ alignment              JSON object of :class:`ros2_affect.config.AlignmentConfig
                        model was trained with (margin, eye_distance_ratio, ...)
 sequence_length        T (``"1"`` for frame and encoder graphs)
 feature_dim            D, the encoder's output / the sequence head's input width
-va_mode                ``"regressed"`` (the graph outputs valence/arousal) or ``"derived"``
-                       (computed from class probabilities, see ``core.valence_arousal``)
+va_mode                ``"regressed"`` (the graph outputs valence/arousal, published with
+                       ``va_derived: false``) or ``"derived"`` (computed from class
+                       probabilities, see ``core.valence_arousal``; the fallback for models
+                       without a trained valence/arousal regressor)
+temperature            optional, on graphs with ``logits`` (frame, sequence): the calibration
+                       temperature T > 0 (temperature scaling, Guo et al. ICML 2017). The
+                       runtime's probabilities are ``softmax(logits / T)``; the graph's logits
+                       stay unscaled (so the argmax never changes). Absent: ``1.0``. Written
+                       by ``python -m training.calibrate``; 0, negative or non-finite values
+                       are rejected at load.
 training_data, version, git_sha, opset   provenance, shown in model cards and diagnostics
 =====================  =====================================================================
 
@@ -64,6 +72,8 @@ REQUIRED_KEYS = (
     "feature_dim",
     "va_mode",
 )
+#: Optional metadata key (without the prefix) of the calibration temperature.
+TEMPERATURE_KEY = "temperature"
 INPUT_NAMES = {"frame": "image", "encoder": "image", "sequence": "features"}
 OUTPUT_NAMES = {
     "frame": ("logits", "valence_arousal"),
@@ -92,6 +102,15 @@ class ModelMetadata:
     @property
     def va_derived(self) -> bool:
         return self.va_mode == "derived"
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature T (``softmax(logits / T)``); 1.0 when the key is absent.
+
+        Raises:
+            ModelContractError: the stored value is not a finite number > 0.
+        """
+        return parse_temperature(self.extra.get(TEMPERATURE_KEY), f"model {self.model_id!r}")
 
     def to_props(self) -> Dict[str, str]:
         """The ``metadata_props`` strings that encode this metadata (used by export)."""
@@ -184,8 +203,38 @@ class ModelMetadata:
             problems.append(f"sequence_length = {self.sequence_length} for a {self.role} graph")
         if self.va_mode not in ("regressed", "derived"):
             problems.append(f"va_mode = {self.va_mode!r} (expected 'regressed' or 'derived')")
+        if TEMPERATURE_KEY in self.extra and _temperature_value(self.extra[TEMPERATURE_KEY]) is None:
+            problems.append(
+                f"{TEMPERATURE_KEY} = {self.extra[TEMPERATURE_KEY]!r} (expected a finite number > 0, 1.0 = "
+                "uncalibrated; refit it with `python -m training.calibrate` or remove the key)"
+            )
         if problems:
             raise ModelContractError(f"{source}: invalid model metadata: " + "; ".join(problems))
+
+
+def parse_temperature(raw: Union[str, None], source: str) -> float:
+    """The ``ros2_affect.temperature`` value as a float (1.0 for ``None``: no key).
+
+    Raises:
+        ModelContractError: not a number, not finite or not > 0.
+    """
+    if raw is None:
+        return 1.0
+    value = _temperature_value(raw)
+    if value is None:
+        raise ModelContractError(
+            f"{source}: metadata {METADATA_PREFIX}{TEMPERATURE_KEY} = {raw!r}; expected a finite number > 0 "
+            "(1.0 = uncalibrated); refit it with `python -m training.calibrate` or remove the key"
+        )
+    return value
+
+
+def _temperature_value(raw: str) -> Union[float, None]:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 class InferenceSession(ABC):

@@ -3,7 +3,9 @@
 Wraps one *frame* graph, or a temporal pair of an *encoder* (run once per new crop) and a
 *sequence* head (run over the last T encoder features of each track), loaded through a
 backend from :mod:`ros2_affect.backends` by name; this module never imports torch or a
-backend library. Every estimate passes the same checks: softmax in float64, valence and
+backend library. Every estimate passes the same checks: softmax in float64 of the logits
+divided by the model's calibration temperature (metadata ``temperature``, 1.0 when absent;
+:mod:`ros2_affect.backends.base`), valence and
 arousal clipped to -1..1 (or derived from the probabilities for ``va_mode = "derived"``),
 and any non-finite output turns that face's estimate into ``None`` (counted in
 :attr:`AffectModel.rejected_outputs`) instead of being published.
@@ -120,6 +122,8 @@ class AffectModel:
         self.flip_average = bool(flip_average)
         self.max_batch = max(int(max_batch), 1)
         head = self._head.metadata
+        #: calibration temperature T of the head graph: probabilities are softmax(logits / T).
+        self.temperature = head.temperature  # raises ModelContractError (a ModelLoadError) for T <= 0 / NaN
         self._va_coords: Optional[np.ndarray] = None
         if head.va_derived:
             try:
@@ -222,6 +226,7 @@ class AffectModel:
             f"{self.input_size}x{self.input_size} input, classes {list(self.class_names)}, "
             f"valence/arousal {'derived' if self.va_derived else 'regressed'}"
             + (f", T={self.sequence_length}" if self.kind == "temporal" else "")
+            + (f", calibration temperature {self.temperature:g}" if self.temperature != 1.0 else "")
             + f", backend {self.backend_name})"
         )
 
@@ -239,13 +244,13 @@ class AffectModel:
         n = len(x)
         if self.flip_average:
             out = self._run(self._frame, np.concatenate([x, flip_horizontal(x)]))
-            probs = softmax64(out["logits"])
+            probs = self._probabilities(out["logits"])
             probs = (probs[:n] + probs[n:]) / 2
             va = out.get("valence_arousal")
             va = None if va is None else (va[:n].astype(np.float64) + va[n:]) / 2
         else:
             out = self._run(self._frame, x)
-            probs = softmax64(out["logits"])
+            probs = self._probabilities(out["logits"])
             va = out.get("valence_arousal")
         return self._estimates(probs, va, np.ones(n, dtype=np.int64))
 
@@ -272,7 +277,7 @@ class AffectModel:
         if self._sequence is None:
             raise ModelContractError("predict_sequences needs a temporal model; this is a frame model")
         out = self._run(self._sequence, features)
-        return self._estimates(softmax64(out["logits"]), out.get("valence_arousal"), np.asarray(lengths))
+        return self._estimates(self._probabilities(out["logits"]), out.get("valence_arousal"), np.asarray(lengths))
 
     def close(self) -> None:
         for session in (self._frame, self._encoder, self._sequence):
@@ -280,6 +285,13 @@ class AffectModel:
                 session.close()
 
     # -- internals -------------------------------------------------------------------------
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities: ``softmax(logits / T)`` in float64 (derived
+        valence/arousal are computed from these too)."""
+        if self.temperature == 1.0:
+            return softmax64(logits)
+        return softmax64(np.asarray(logits, dtype=np.float64) / self.temperature)
 
     def _run(self, session: InferenceSession, x: np.ndarray) -> Dict[str, np.ndarray]:
         if len(x) <= self.max_batch:

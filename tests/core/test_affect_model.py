@@ -202,3 +202,53 @@ def test_bundled_int8_graphs_run_by_default_on_the_cpu() -> None:
         float_file = quantised.with_name(info["float_model"])
         assert info["float_sha256"] == hashlib.sha256(float_file.read_bytes()).hexdigest(), quantised.name
         assert info["agreement"] >= 0.97
+
+
+# -- calibration temperature (metadata ``temperature``) -------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.5])
+def test_temperature_changes_confidence_not_the_argmax(
+    tmp_path: Path, afew_crops: np.ndarray, temperature: float
+) -> None:
+    crops = afew_crops[:8]
+    plain = AffectModel(frame=load(write_graph(tmp_path / "plain.onnx", "frame", seed=3), "frame"))
+    path = write_graph(tmp_path / "t.onnx", "frame", seed=3, props={"temperature": repr(temperature)})
+    scaled = AffectModel(frame=load(path, "frame"))
+    assert plain.temperature == 1.0 and scaled.temperature == temperature
+    assert f"calibration temperature {temperature:g}" in scaled.describe()
+    raw = load(path, "frame").run(to_model_input(crops, (0.5,), (0.5,)))
+    for p, s, logits, va in zip(
+        plain.predict_frames(crops), scaled.predict_frames(crops), raw["logits"], raw["valence_arousal"], strict=True
+    ):
+        assert p is not None and s is not None
+        # independent computation: scipy's softmax of logits / T
+        np.testing.assert_allclose(s.probabilities, softmax(logits.astype(np.float64) / temperature), rtol=1e-5)
+        assert int(np.argmax(s.probabilities)) == int(np.argmax(p.probabilities))
+        if temperature > 1:
+            assert s.probabilities.max() < p.probabilities.max()  # softer
+        else:
+            assert s.probabilities.max() > p.probabilities.max()  # sharper
+        # regressed valence/arousal pass through untouched, published as not derived
+        assert (s.valence, s.arousal) == (pytest.approx(float(va[0]), abs=1e-6), pytest.approx(float(va[1]), abs=1e-6))
+        assert not s.va_derived and not p.va_derived
+
+
+def test_temperature_applies_to_the_sequence_head(tmp_path: Path) -> None:
+    sequence = write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, props={"temperature": "3.0"})
+    encoder = write_graph(tmp_path / "e.onnx", "encoder", dim=16)
+    model_t = AffectModel(encoder=load(encoder, "encoder"), sequence=load(sequence, "sequence"))
+    feats = np.random.default_rng(0).standard_normal((3, 4, 16)).astype(np.float32)
+    raw = load(sequence, "sequence").run(feats)
+    for est, logits in zip(model_t.predict_sequences(feats, [4, 4, 4]), raw["logits"], strict=True):
+        assert est is not None
+        np.testing.assert_allclose(est.probabilities, softmax(logits.astype(np.float64) / 3.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["0", "-1.5", "nan", "inf", "hot"])
+def test_invalid_temperature_is_refused_at_load(tmp_path: Path, value: str) -> None:
+    from ros2_affect.errors import ModelLoadError
+
+    path = write_graph(tmp_path / "bad.onnx", "frame", props={"temperature": value})
+    with pytest.raises(ModelLoadError, match=rf"temperature = '{value}' \(expected a finite number > 0"):
+        load(path, "frame")
