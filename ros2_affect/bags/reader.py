@@ -501,7 +501,9 @@ class BagReader:
             info = found[0]
         annotations = []
         for message in self.messages([info.name]):
-            annotations.append(annotation_from_msg(self.decode(message), f"{self.path} topic {info.name}"))
+            msg = self.decode_or_skip(message)  # an unreadable one is logged and counted (strict: an error)
+            if msg is not None:
+                annotations.append(annotation_from_msg(msg, f"{self.path} topic {info.name}"))
         annotations.sort(key=lambda a: (a.stamp_ns or 0, a.face_id))
         return AnnotationSet(tuple(annotations), f"topic {info.name} of {self.path}", "bag")
 
@@ -541,7 +543,9 @@ def read_predictions(bag: BagReader, topic: Optional[str] = None) -> Tuple[str, 
         raise BagError(f"topic {info.name!r} has type {info.msgtype}; predictions are {FACE_AFFECT_ARRAY_MSGTYPE}")
     frames = []
     for index, message in enumerate(bag.messages([info.name])):
-        msg = bag.decode(message)
+        msg = bag.decode_or_skip(message)  # an unreadable one is logged and counted (strict: an error)
+        if msg is None:
+            continue
         frames.append(
             FramePrediction(
                 index=index,

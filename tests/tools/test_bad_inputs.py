@@ -410,3 +410,24 @@ def test_fp16_on_onnxruntime_is_refused_or_logged(
     model.close()
     assert "model.precision is fp16, but onnxruntime runs the model (fallback from tensorrt): it runs the fp32" \
         in caplog.text
+
+
+def test_evaluate_skips_an_unreadable_label_message(
+    tmp_path: Path, afew_clip_dir: Path, frame_model: Path, capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import apsw
+
+    from ros2_affect.tools.make_bag import make_bag
+
+    bag = make_bag(afew_clip_dir, tmp_path / "in", compression="jpeg", storage="sqlite3").path
+    db = apsw.Connection(str(next(Path(bag).glob("*.db3"))))
+    (row,) = db.execute("SELECT messages.id FROM messages JOIN topics ON messages.topic_id = topics.id "
+                        "WHERE topics.type = 'affect_msgs/msg/AffectAnnotation' ORDER BY timestamp LIMIT 1 OFFSET 7")
+    db.execute("UPDATE messages SET data = x'00' WHERE id = ?", (row[0],))
+    db.close()
+    replay(bag, tmp_path / "out", config=pipeline_config(frame_model))
+    assert main(["evaluate", str(tmp_path / "out"), "--input-bag", str(bag), "--out", str(tmp_path / "report")]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["frames"]["annotated"] == 41, "the other 41 labels are scored (it was a BagError)"
+    assert "skipping an unreadable message" in caplog.text and "AffectAnnotation" in caplog.text
