@@ -121,3 +121,14 @@ def bounded_float(low: float, high: float, unit: str = "") -> Callable[[str], fl
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def track_seed(text: str) -> int:
+    """argparse type: a track-id seed, an integer in 0..2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; pass a seed in 0..{2**32 - 1}")
+    return value

@@ -40,7 +40,13 @@ from ros2_affect.bags.writer import (
 )
 from ros2_affect.config import PipelineConfig, load_parameter_file, load_pipeline_config
 from ros2_affect.errors import BagError, ConfigError, Interrupted, InvalidImageError
-from ros2_affect.tools.cli_args import add_command, add_config_arguments, config_with_overrides, topic_name
+from ros2_affect.tools.cli_args import (
+    add_command,
+    add_config_arguments,
+    config_with_overrides,
+    topic_name,
+    track_seed,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -296,7 +302,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--faces-topic", type=topic_name, default=FACES_TOPIC, help=f"output topic (default {FACES_TOPIC})"
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="tracker id seed (repeatable ids)")
+    parser.add_argument(
+        "--seed", type=track_seed, default=DEFAULT_SEED, help="tracker id seed (repeatable ids), >= 0"
+    )
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable message or damaged storage page (default: skip and count)")
     parser.add_argument(

@@ -23,7 +23,7 @@ from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import FaceResult, Frame, FrameResult
 from ros2_affect.errors import AffectError, ConfigError, InferenceError, Interrupted
 from ros2_affect.outputs import OutputTarget, OwnedCheck, StopSignals, files_with_suffix, only_entries
-from ros2_affect.tools.cli_args import add_config_arguments, config_with_overrides
+from ros2_affect.tools.cli_args import add_config_arguments, config_with_overrides, track_seed
 
 LOG = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--video-codec", choices=("auto", "h264", "vp9", "mp4v"), default="auto",
                         help="codec of annotated.mp4: auto takes H.264, else VP9 (both play in browsers), else "
                              "MPEG-4 Part 2 (mp4v: fastest to write, needs VLC or similar) (default auto)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the track ids (reproducible ids), >= 0")
+    parser.add_argument("--seed", type=track_seed, default=None, help="seed of the track ids (reproducible ids)")
     parser.add_argument("--strict", action="store_true",
                         help="a rosbag INPUT: stop at the first unreadable message or damaged storage page "
                              "(default: skip them and count them as skipped)")
@@ -193,8 +193,6 @@ def main(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames = {args.max_frames}; pass a number of frames >= 1")
-    if args.seed is not None and not 0 <= args.seed < 2**32:
-        raise ConfigError(f"--seed = {args.seed}; pass a seed in 0..{2**32 - 1}, or leave it out")
     config = load_config(args.config, args.model_kind)
     # checked before any work: --out is not an input and replaces only an earlier run's output
     target = OutputTarget(

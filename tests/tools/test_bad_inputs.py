@@ -108,9 +108,10 @@ def test_config_is_a_binary_file_or_a_folder(tmp_path: Path, capsys: pytest.Capt
     fails(base + [str(tmp_path)], capsys, r"parameter file .* is a folder, not a file; pass a ROS 2 parameter file")
 
 
-def test_negative_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    fails(["run", "sample", "--out", str(tmp_path / "o"), "--seed", "-1"], capsys,
-          r"--seed = -1; pass a seed in 0\.\.4294967295")
+@pytest.mark.parametrize("command", ["run", "replay"])
+def test_negative_seed(command: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    exits([command, "sample" if command == "run" else str(tmp_path), "--out", str(tmp_path / "o"), "--seed=-1"],
+          capsys, rf"{command}: error: argument --seed: '-1' is not accepted; pass a seed in 0\.\.4294967295")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-3"])
