@@ -41,7 +41,8 @@ SAMPLE_FRAMES = 30
 SAMPLE_FPS = 15.0
 SAMPLE_SIZE_WH = (640, 480)
 INPUT_HINT = (
-    "pass a video file, an image file, a folder of images, a rosbag (folder, .db3 or .mcap), "
+    "pass a video file, an image file, a folder of photos (or, with --sequence, of one video's frames), a rosbag "
+    "(folder, .db3 or .mcap), "
     "a camera index (0, 1, ...) or the word 'sample'"
 )
 
