@@ -36,10 +36,21 @@ class RunConfig:
     progress: bool = True  #: tqdm progress bars.
 
 
+#: ``data.dataset`` values: FER2013 alone, or FER2013 mixed with AffectNet (multi-task:
+#: expression + real valence/arousal, :mod:`training.multitask`).
+DATASETS = ("fer2013", "fer2013+affectnet")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fer2013"
+    dataset: str = "fer2013"  #: "fer2013" or "fer2013+affectnet".
     path: str = "../shared/data/fer2013/fer2013-images.tar.gz"  #: folder, .tar.gz or fer2013.csv.
+    #: fer2013+affectnet: affectnet-val-dev.tar.gz or its folder (labels.csv + images/).
+    affectnet_path: str = "../shared/data/affectnet-val/affectnet-val-dev.tar.gz"
+    affectnet_split_file: str = "training/splits/affectnet_val_dev.json"  #: train/val/test image ids.
+    affectnet_ratio: float = 0.5  #: share of AffectNet samples in each training batch (0..1).
+    affectnet_train_limit: int = 0  #: >0: only this many AffectNet training images (smoke tests).
+    affectnet_val_limit: int = 0
     train_split: str = "Training"
     val_split: str = "PublicTest"
     train_subset: int = 0  #: >0: use only this many training images (smoke tests).
@@ -74,7 +85,9 @@ class OptimConfig:
     class_weighting: str = "none"  #: "none" or "inverse" (w_i = f_min / f_i).
     va_loss_weight: float = 0.5  #: weight of the valence/arousal loss (regressed VA only).
     early_stopping: int = 0  #: >0: stop after this many epochs without a better val metric.
-    select_metric: str = "val_acc"  #: "val_acc" or "val_acc_flip".
+    #: "val_acc" or "val_acc_flip" (FER2013 PublicTest), or with fer2013+affectnet "val_score":
+    #: the mean of PublicTest accuracy, AffectNet val accuracy and AffectNet val mean CCC.
+    select_metric: str = "val_acc"
     steps_per_epoch: int = 0  #: >0: cap (smoke tests).
     #: >0: the last swa_epochs epochs run at the constant rate swa_lr and their end-of-epoch
     #: weights are averaged (SWA, Izmailov et al. 2018); the average, with batch-norm statistics
@@ -87,7 +100,9 @@ class OptimConfig:
 class GraphConfig:
     """Emotion-GCN adjacency (training.label_embeddings.build_adjacency)."""
 
-    va_nodes: bool = True  #: 9-node graph (expressions + valence + arousal) trained on derived VA targets.
+    #: 9-node graph (expressions + valence + arousal). FER2013 alone: VA targets derived from the
+    #: labels; fer2013+affectnet: the real AffectNet valence/arousal (graph from their correlations).
+    va_nodes: bool = True
     tau: float = 0.1
     p: float = 0.2
 
@@ -229,8 +244,16 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.optimizer must be 'sgd' or 'adamw', got {cfg.optim.optimizer!r}")
     if cfg.optim.class_weighting not in ("none", "inverse"):
         raise ConfigError(f"optim.class_weighting must be 'none' or 'inverse', got {cfg.optim.class_weighting!r}")
-    if cfg.optim.select_metric not in ("val_acc", "val_acc_flip"):
-        raise ConfigError(f"optim.select_metric must be 'val_acc' or 'val_acc_flip', got {cfg.optim.select_metric!r}")
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}, got {cfg.data.dataset!r}")
+    metrics = ("val_acc", "val_acc_flip") + (("val_score",) if cfg.data.dataset == "fer2013+affectnet" else ())
+    if cfg.optim.select_metric not in metrics:
+        raise ConfigError(
+            f"optim.select_metric must be one of {', '.join(metrics)} for data.dataset {cfg.data.dataset!r}, "
+            f"got {cfg.optim.select_metric!r}"
+        )
+    if not 0.0 <= cfg.data.affectnet_ratio <= 1.0:
+        raise ConfigError(f"data.affectnet_ratio must be in 0..1, got {cfg.data.affectnet_ratio}")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
     if not 0 <= cfg.optim.swa_epochs <= cfg.optim.epochs or cfg.optim.swa_lr <= 0:

@@ -14,6 +14,12 @@ Models:
   cross-entropy with label smoothing, plus (Emotion-GCN with ``graph.va_nodes``) a CCC
   loss on valence/arousal targets derived from the labels with the Russell & Mehrabian
   (1977) coordinates (:mod:`ros2_affect.core.valence_arousal`).
+* multi-task (``data.dataset: fer2013+affectnet``, :mod:`training.multitask`): FER2013 and
+  the AffectNet training part mixed in every batch (``data.affectnet_ratio``); the CCC loss
+  on the real AffectNet valence/arousal, masked to the rows that have them (FER2013 has
+  none); the 9-node graph from the correlations of the AffectNet training labels; validation
+  on FER2013 PublicTest and the AffectNet ``val`` part (accuracy, valence/arousal CCC;
+  ``optim.select_metric: val_score``); the checkpoint says ``va_mode: regressed``.
 * temporal models (``cnn_rnn``): sequences made from stills (:mod:`training.sequences`);
   ``model.init_from`` copies a trained frame model's backbone into the encoder and
   ``model.freeze_encoder`` trains only the recurrent head.
@@ -57,9 +63,13 @@ VAL_SEQUENCE_SEED = 20131
 
 # ----------------------------------------------------------------------------- data
 def load_split(cfg: TrainConfig, split: str, subset: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """-> ``(images (N, 1, S, S) uint8, labels (N,) int64)``, S = data.input_size."""
-    if cfg.data.dataset != "fer2013":
-        raise ConfigError(f"data.dataset {cfg.data.dataset!r} is not supported by training.train; accepted: fer2013")
+    """FER2013 ``split`` -> ``(images (N, 1, S, S) uint8, labels (N,) int64)``, S = data.input_size
+    (the AffectNet part of a multi-task run is added by :class:`Trainer`)."""
+    if cfg.data.dataset not in ("fer2013", "fer2013+affectnet"):
+        raise ConfigError(
+            f"data.dataset {cfg.data.dataset!r} is not supported by training.train; accepted: fer2013, "
+            "fer2013+affectnet"
+        )
     d = load_fer2013(cfg.data.path, split)
     images, labels = d.images, d.labels
     if subset and subset < len(labels):
@@ -74,8 +84,15 @@ def load_split(cfg: TrainConfig, split: str, subset: int, seed: int) -> Tuple[to
 
 
 # ----------------------------------------------------------------------------- model
-def build_model(cfg: TrainConfig, train_labels: np.ndarray) -> Tuple[nn.Module, Dict[str, Any], str]:
-    """-> (model, model_kwargs for the checkpoint, va_mode)."""
+def build_model(
+    cfg: TrainConfig, train_labels: np.ndarray, graph_table: Optional[np.ndarray] = None
+) -> Tuple[nn.Module, Dict[str, Any], str]:
+    """-> (model, model_kwargs for the checkpoint, va_mode).
+
+    ``graph_table``: the Emotion-GCN label table with real valence/arousal columns
+    (:func:`training.multitask.graph_label_table`); the graph is built from it and the
+    valence/arousal output is ``regressed``. Without it, VA targets are derived from
+    ``train_labels``."""
     k = len(CANONICAL_EXPRESSIONS)
     kwargs: Dict[str, Any] = {"num_classes": k, "in_channels": len(cfg.model.mean)}
     kwargs.update(cfg.model.kwargs)
@@ -85,8 +102,14 @@ def build_model(cfg: TrainConfig, train_labels: np.ndarray) -> Tuple[nn.Module, 
         kwargs["va_nodes"] = cfg.graph.va_nodes
         if not cfg.graph.va_nodes:
             kwargs["va_table"] = va_table.tolist()
-        va = va_table[train_labels] if cfg.graph.va_nodes else None
-        adjacency = build_adjacency(label_table(train_labels, k, va), cfg.graph.tau, cfg.graph.p)
+        if graph_table is not None:
+            table = graph_table if cfg.graph.va_nodes else graph_table[:, :k]
+            adjacency = build_adjacency(table, cfg.graph.tau, cfg.graph.p)
+            model = create_model(cfg.model.name, adjacency=adjacency, **kwargs)
+            return model, kwargs, "regressed" if cfg.graph.va_nodes else "derived"
+        labelled = train_labels[train_labels >= 0]
+        va = va_table[labelled] if cfg.graph.va_nodes else None
+        adjacency = build_adjacency(label_table(labelled, k, va), cfg.graph.tau, cfg.graph.p)
         model = create_model(cfg.model.name, adjacency=adjacency, **kwargs)
     else:
         if cfg.model.name == "cnn_rnn":
@@ -158,6 +181,22 @@ def predict_frames(
     return torch.cat(out)
 
 
+@torch.no_grad()
+def predict_frames_va(
+    model: nn.Module, images: torch.Tensor, cfg: TrainConfig, batch: int = 512
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities (N, K), valence_arousal (N, 2))`` float32 of a frame model on uint8 images."""
+    model.eval()
+    probs, vas = [], []
+    for i in range(0, images.shape[0], batch):
+        x = _prep(to_float_batch(images[i : i + batch]), cfg)
+        with _autocast(cfg):
+            logits, va = model(x)
+        probs.append(torch.softmax(logits.float(), 1).cpu())
+        vas.append(va.float().cpu())
+    return torch.cat(probs), torch.cat(vas)
+
+
 def encode_frames(encoder: nn.Module, frames: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """frames (M, C, S, S) float 0..255 -> features (M, D) float32 (caller handles grad mode)."""
     with _autocast(cfg):
@@ -205,7 +244,11 @@ class Trainer:
         self.train_x, self.train_y = load_split(cfg, cfg.data.train_split, cfg.data.train_subset, cfg.run.seed)
         self.val_x, self.val_y = load_split(cfg, cfg.data.val_split, cfg.data.val_subset, cfg.run.seed + 1)
         self.k = len(CANONICAL_EXPRESSIONS)
-        self.model, self.model_kwargs, self.va_mode = build_model(cfg, self.train_y.numpy())
+        #: multi-task (fer2013+affectnet): VA targets (N, 2) of train_x (NaN: none), the batch sampler
+        self.train_va: Optional[torch.Tensor] = None
+        self.sampler: Any = None
+        graph_table = self._load_affectnet() if cfg.data.dataset == "fer2013+affectnet" else None
+        self.model, self.model_kwargs, self.va_mode = build_model(cfg, self.train_y.numpy(), graph_table)
         self.temporal = getattr(self.model, "role", "frame") == "temporal"
         if cfg.model.init_from:
             init_from_checkpoint(self.model, cfg.model.name, cfg.model.init_from)
@@ -217,7 +260,7 @@ class Trainer:
                 p.requires_grad_(False)
         self.va_table = torch.as_tensor(check_mapping(CANONICAL_EXPRESSIONS), dtype=torch.float32)
         self.regress_va = bool(getattr(self.model, "va_nodes", False))
-        counts = np.bincount(self.train_y.numpy(), minlength=self.k)
+        counts = np.bincount(self.train_y.numpy()[self.train_y.numpy() >= 0], minlength=self.k)
         self.class_weights = (
             class_weights_from_counts(counts).to(cfg.run.device) if cfg.optim.class_weighting == "inverse" else None
         )
@@ -232,7 +275,7 @@ class Trainer:
                 groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov
             )
         n = self.train_x.shape[0]
-        self.steps_per_epoch = max(1, n // cfg.optim.batch_size)
+        self.steps_per_epoch = len(self.sampler) if self.sampler is not None else max(1, n // cfg.optim.batch_size)
         if cfg.optim.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.optim.steps_per_epoch)
         self.epoch = 0
@@ -250,6 +293,38 @@ class Trainer:
         if resume:
             self._resume(resume)
         dump_config(cfg, self.run_dir / "config.yaml")
+
+    def _load_affectnet(self) -> np.ndarray:
+        """Multi-task data: FER2013 (already loaded) + the AffectNet train part; returns the
+        Emotion-GCN label table of the AffectNet training part."""
+        from training.multitask import MixedBatches, fer_to_model, graph_label_table, load_affectnet_part
+
+        cfg, d = self.cfg, self.cfg.data
+        s, c = d.input_size, len(cfg.model.mean)
+        ax, ay, ava = load_affectnet_part(d.affectnet_path, "train", s, c, d.affectnet_split_file,
+                                          d.affectnet_train_limit)
+        self.aff_val_x, self.aff_val_y, self.aff_val_va = load_affectnet_part(
+            d.affectnet_path, "val", s, c, d.affectnet_split_file, d.affectnet_val_limit
+        )
+        fer_x = fer_to_model(self.train_x, s, c)
+        self.n_fer = int(fer_x.shape[0])
+        self.n_affectnet = int(ax.shape[0])
+        self.train_x = torch.cat([fer_x, ax])
+        self.train_y = torch.cat([self.train_y, ay])
+        self.train_va = torch.cat([torch.full((self.n_fer, 2), float("nan")), ava])
+        self.val_x = fer_to_model(self.val_x, s, c)
+        self.sampler = MixedBatches(self.n_fer, self.n_affectnet, cfg.optim.batch_size, d.affectnet_ratio)
+        return graph_label_table(ay.numpy(), ava.numpy())
+
+    def _training_data(self) -> str:
+        cfg = self.cfg
+        if self.train_va is None:
+            return f"{cfg.data.dataset} {cfg.data.train_split} ({self.train_x.shape[0]} images)"
+        return (
+            f"FER2013 {cfg.data.train_split} ({self.n_fer} images, research use) + AffectNet validation sample, "
+            f"train part of {Path(cfg.data.affectnet_split_file).name} ({self.n_affectnet} images; AffectNet "
+            "terms: research use only, no redistribution)"
+        )
 
     # -- checkpoints
     def _state(self, metrics: Dict[str, Any], weights: nn.Module) -> Dict[str, Any]:
@@ -272,7 +347,7 @@ class Trainer:
             "alignment": align,
             "sequence_length": int(getattr(self.model, "sequence_length", 1)),
             "va_mode": self.va_mode,
-            "training_data": f"{cfg.data.dataset} {cfg.data.train_split} ({self.train_x.shape[0]} images)",
+            "training_data": self._training_data(),
             "config": to_dict(cfg),
             "epoch": self.epoch,
             "metrics": metrics,
@@ -320,11 +395,16 @@ class Trainer:
         torch.set_rng_state(ck["rng"]["torch"])
 
     # -- one epoch
-    def _loss(self, logits: torch.Tensor, va: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, logits: torch.Tensor, va: torch.Tensor, y: torch.Tensor, va_target: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Weighted CE (labels -1 ignored) + ``va_loss_weight`` x CCC loss. ``va_target``: real
+        valence/arousal, NaN rows masked out (a batch without any adds 0); else derived from ``y``."""
         o = self.cfg.optim
         loss = weighted_cross_entropy(logits.float(), y, self.class_weights, o.label_smoothing)
         if self.regress_va and o.va_loss_weight > 0:
-            loss = loss + o.va_loss_weight * ccc_loss(va.float(), self.va_table.to(y.device)[y])
+            target = va_target.to(y.device) if va_target is not None else self.va_table.to(y.device)[y]
+            loss = loss + o.va_loss_weight * ccc_loss(va.float(), target)
         return loss
 
     def train_epoch(self) -> Dict[str, float]:
@@ -332,7 +412,8 @@ class Trainer:
         self.model.train()
         if self.temporal and cfg.model.freeze_encoder:
             self.model.encoder.eval()  # frozen BN statistics too
-        perm = torch.randperm(self.train_x.shape[0], generator=self.gen)
+        batches = self.sampler.epoch(self.gen) if self.sampler is not None else None
+        perm = torch.randperm(self.train_x.shape[0], generator=self.gen) if batches is None else None
         bs = cfg.optim.batch_size
         # The cosine (or constant) schedule covers the epochs before the SWA phase.
         total_steps = max(1, self.epochs_planned - cfg.optim.swa_epochs) * self.steps_per_epoch
@@ -345,7 +426,7 @@ class Trainer:
 
             it = tqdm(it, desc=f"epoch {self.epoch + 1}/{self.epochs_planned}", mininterval=20, leave=False)
         for i in it:
-            idx = perm[i * bs : (i + 1) * bs]
+            idx = batches[i] if batches is not None else perm[i * bs : (i + 1) * bs]
             xb, y = self.train_x[idx], self.train_y[idx].to(cfg.run.device)
             if self.in_swa_phase():
                 lr = cfg.optim.swa_lr
@@ -368,7 +449,7 @@ class Trainer:
                 x = _prep(augment_batch(xb, cfg.augment, self.gen), cfg)
                 with _autocast(cfg):
                     logits, va = self.model(x)
-            loss = self._loss(logits, va, y)
+            loss = self._loss(logits, va, y, self.train_va[idx] if self.train_va is not None else None)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss is {loss.item()} at epoch {self.epoch + 1} step {i}; lower optim.lr "
@@ -419,13 +500,30 @@ class Trainer:
         probs = predict_frames(model, self.val_x, cfg)
         probs_f = predict_frames(model, self.val_x, cfg, flip=True)
         s, sf = summarize(probs, self.val_y, self.k), summarize(probs_f, self.val_y, self.k)
-        return {"val_acc": s["acc"], "val_acc_flip": sf["acc"], "per_class_recall": s["per_class_recall"]}
+        result = {"val_acc": s["acc"], "val_acc_flip": sf["acc"], "per_class_recall": s["per_class_recall"]}
+        if self.train_va is not None:
+            result.update(self.validate_affectnet(model))
+            result["val_score"] = (result["val_acc"] + result["aff_val_acc"] + result["aff_val_ccc"]) / 3
+        return result
+
+    def validate_affectnet(self, model: nn.Module) -> Dict[str, float]:
+        """Accuracy (7 classes, contempt rows left out) and valence/arousal CCC on the AffectNet val part."""
+        from training.multitask import va_metrics
+
+        probs, va = predict_frames_va(model, self.aff_val_x, self.cfg)
+        labelled = self.aff_val_y >= 0
+        acc = float((probs[labelled].argmax(1) == self.aff_val_y[labelled]).float().mean())
+        m = va_metrics(va.numpy(), self.aff_val_va.numpy())
+        return {"aff_val_acc": acc, "aff_val_ccc": m["ccc_mean"], "aff_val_ccc_v": m["ccc_valence"],
+                "aff_val_ccc_a": m["ccc_arousal"]}
 
     # -- loop
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
         log_path = self.run_dir / "log.csv"
         fields = ["epoch", "lr", "train_loss", "train_acc", "val_acc", "val_acc_flip", "img_s", "epoch_s", "elapsed_s"]
+        if self.train_va is not None:
+            fields += ["aff_val_acc", "aff_val_ccc_v", "aff_val_ccc_a", "val_score"]
         if not log_path.exists() or self.epoch == 0:
             with log_path.open("w", newline="") as fh:
                 csv.writer(fh).writerow(fields)
@@ -468,13 +566,19 @@ class Trainer:
             with log_path.open("a", newline="") as fh:
                 csv.writer(fh).writerow([f"{row[k]:.5g}" if isinstance(row[k], float) else row[k] for k in fields])
             if tb is not None:
-                for k in ("train_loss", "train_acc", "val_acc", "val_acc_flip", "lr", "img_s"):
+                for k in ("train_loss", "train_acc", "val_acc", "val_acc_flip", "lr", "img_s", *fields[9:]):
                     tb.add_scalar(k, row[k], self.epoch)
                 tb.flush()
             print(
                 f"epoch {self.epoch}/{self.epochs_planned} loss {tr['train_loss']:.4f} train_acc {tr['train_acc']:.4f} "
                 f"val_acc {val['val_acc']:.4f} flip {val['val_acc_flip']:.4f} lr {tr['lr']:.4g} "
-                f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}"
+                + (
+                    f"affectnet val acc {val['aff_val_acc']:.4f} ccc v {val['aff_val_ccc_v']:.3f} "
+                    f"a {val['aff_val_ccc_a']:.3f} score {val['val_score']:.4f} "
+                    if self.train_va is not None
+                    else ""
+                )
+                + f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}"
                 + (" (SWA average)" if swa_epoch else ""),
                 flush=True,
             )
