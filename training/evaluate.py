@@ -55,6 +55,7 @@ from ros2_affect.errors import AffectError, DatasetError, ModelLoadError
 from training.data.faces import resize_crop
 from training.data.labels import canonical_name
 from training.metrics import classification_report, to_jsonable
+from training.photo_eval import CROP_CHOICES, PHOTO_MODES
 
 LOG = logging.getLogger(__name__)
 
@@ -139,9 +140,12 @@ def load_model(model: Union[str, Path], tta: str = "none", max_batch: int = 64) 
         except ModelContractError as exc:
             if "temporal checkpoint" not in str(exc):
                 raise
-            return AffectModel(encoder=backend.load(path, "encoder", max_batch),
-                               sequence=backend.load(path, "sequence", max_batch), flip_average=flip,
-                               max_batch=max_batch)
+            return AffectModel(
+                encoder=backend.load(path, "encoder", max_batch),
+                sequence=backend.load(path, "sequence", max_batch),
+                flip_average=flip,
+                max_batch=max_batch,
+            )
         return AffectModel(frame=frame, flip_average=flip, max_batch=max_batch)
     backend = create_backend("onnxruntime", device="cpu", threads=0)
     sessions = {role: backend.load(path, role, max_batch) for role, path in graphs.items()}
@@ -224,9 +228,10 @@ def load_folder(
 # -- prediction -------------------------------------------------------------------------------
 
 
-def predict_probabilities(model: Any, crops: np.ndarray, sequences: bool = False, seed: int = 0,
-                          batch: int = 256) -> np.ndarray:
-    """``(N, K)`` class probabilities for ``(N, S, S, C)`` uint8 crops.
+def predict_estimates(
+    model: Any, crops: np.ndarray, sequences: bool = False, seed: int = 0, batch: int = 256
+) -> List[Any]:
+    """One :class:`~ros2_affect.core.types.AffectEstimate` per ``(N, S, S, C)`` uint8 crop.
 
     Frame models: one prediction per crop. Temporal models: see the module docstring
     (replicated features, or ``sequences`` for augmented sequences).
@@ -234,8 +239,7 @@ def predict_probabilities(model: Any, crops: np.ndarray, sequences: bool = False
     Raises:
         ModelLoadError: the model returned non-finite values for some crop.
     """
-    k = len(model.class_names)
-    out = np.zeros((len(crops), k), dtype=np.float64)
+    out: List[Any] = []
     for start in range(0, len(crops), batch):
         chunk = crops[start : start + batch]
         if model.kind == "frame":
@@ -254,7 +258,18 @@ def predict_probabilities(model: Any, crops: np.ndarray, sequences: bool = False
                 raise ModelLoadError(
                     f"model {model.model_id} returned non-finite outputs for image #{start + i}; it is broken"
                 )
-            out[start + i] = est.probabilities
+            out.append(est)
+    return out
+
+
+def predict_probabilities(
+    model: Any, crops: np.ndarray, sequences: bool = False, seed: int = 0, batch: int = 256
+) -> np.ndarray:
+    """``(N, K)`` class probabilities for ``(N, S, S, C)`` uint8 crops (see :func:`predict_estimates`)."""
+    k = len(model.class_names)
+    out = np.zeros((len(crops), k), dtype=np.float64)
+    for i, est in enumerate(predict_estimates(model, crops, sequences, seed, batch)):
+        out[i] = est.probabilities
     return out
 
 
@@ -338,8 +353,15 @@ def save_confusion_png(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     ax.set_title(f"{report['model_id']}  acc {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}", fontsize=9)
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,15 +373,48 @@ def save_confusion_png(report: Dict[str, Any], path: Union[str, Path]) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description="Accuracy, macro F1 and per-class scores of an affect model on class-named image folders.",
+        description="Accuracy, macro F1 and per-class scores of an affect model on class-named image folders "
+        "(--data), or all expression and valence/arousal metrics on labelled photos (--labels).",
     )
     parser.add_argument("--model", required=True, help=".pt checkpoint, exported .onnx graph, or export .json")
-    parser.add_argument("--data", required=True, help="folder with one subfolder of face crops per class")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder with one subfolder of face crops per class")
+    source.add_argument(
+        "--labels",
+        type=Path,
+        help="labelled photos: a labels.csv (image, expression, valence, arousal[, landmarks_xy]) "
+        "whose image paths are relative to its folder or to --images",
+    )
+    photos = parser.add_argument_group("labelled photos (--labels)")
+    photos.add_argument("--images", type=Path, help="folder the table's image paths are relative to (default: its own)")
+    photos.add_argument(
+        "--mode",
+        choices=PHOTO_MODES,
+        default="crops",
+        help="crops: each photo is the face crop; pipeline: detect, align, model, each photo on its own",
+    )
+    photos.add_argument(
+        "--crop",
+        choices=CROP_CHOICES,
+        default="resize",
+        help="--mode crops: resize the photo, or align it from the table's landmarks",
+    )
+    photos.add_argument(
+        "--config", type=Path, help="--mode pipeline: runtime parameter file (default: the packaged one)"
+    )
+    photos.add_argument("--limit", type=int, help="at most this many photos (quick checks)")
+    photos.add_argument(
+        "--out", type=Path, help="write metrics.json, predictions.csv, confusion_matrix.png, valence_arousal.png here"
+    )
+    photos.add_argument("--overwrite", action="store_true", help="replace an existing --out written by this tool")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable summary)")
     parser.add_argument("--confusion", help="write the confusion matrix as a PNG here")
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="flip: average with the mirrored face")
-    parser.add_argument("--sequences", action="store_true",
-                        help="temporal models: augmented sequences instead of a still repeated T times")
+    parser.add_argument(
+        "--sequences",
+        action="store_true",
+        help="temporal models: augmented sequences instead of a still repeated T times",
+    )
     parser.add_argument("--limit-per-class", type=int, help="at most this many images per class (quick checks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --sequences augmentation")
     return parser
@@ -368,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.labels is not None:
+        return _main_photos(args)
     try:
         report = evaluate(args.model, args.data, args.tta, args.sequences, args.limit_per_class, args.seed)
     except (AffectError, ValueError) as exc:
@@ -379,13 +436,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(to_jsonable(report), allow_nan=False))
         return 0
     print(f"{report['model_id']} ({report['kind']}, tta {report['tta']}) on {report['data']}: n = {report['n']}")
-    print(f"  accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   "
-          f"mean class accuracy {report['mean_class_accuracy']:.4f}")
+    print(
+        f"  accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   "
+        f"mean class accuracy {report['mean_class_accuracy']:.4f}"
+    )
     for name in report["class_names"]:
-        print(f"  {name:10s} recall {report['per_class_recall'][name]:.3f}  "
-              f"precision {report['per_class_precision'][name]:.3f}  n {report['per_class_support'][name]}")
+        print(
+            f"  {name:10s} recall {report['per_class_recall'][name]:.3f}  "
+            f"precision {report['per_class_precision'][name]:.3f}  n {report['per_class_support'][name]}"
+        )
     if report["skipped_files"]:
         print(f"  skipped {report['skipped_files']} unreadable file(s)")
+    return 0
+
+
+def _main_photos(args: argparse.Namespace) -> int:
+    """``--labels``: :func:`training.photo_eval.evaluate_photos`, then the report files."""
+    from training.photo_eval import evaluate_photos, report_target, summary_lines, write_outputs
+
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit = {args.limit}; pass a number of photos >= 1")
+        # checked before any work: not an input, an existing folder only with --overwrite
+        target = (
+            report_target(args.out, args.overwrite, [args.labels, args.images, args.model, args.config])
+            if args.out is not None
+            else None
+        )
+        report, pred, data = evaluate_photos(
+            args.model, args.labels, args.images, args.mode, args.crop, args.config, args.limit, args.tta
+        )
+        if target is not None:
+            report["files"] = [str(p) for p in write_outputs(report, pred, data, target)]
+    except (AffectError, ValueError, OSError) as exc:
+        print(f"training.evaluate: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(to_jsonable(report), allow_nan=False))
+    else:
+        print("\n".join(summary_lines(report)))
+        if target is not None:
+            print(f"wrote {target.path}/: {', '.join(Path(f).name for f in report['files'])}")
     return 0
 
 
