@@ -26,9 +26,10 @@ Metrics (one implementation: :mod:`ros2_affect.metrics`, via :mod:`training.metr
   expected calibration error (15 equal-width bins of the top-1 confidence).
 - ``expression_8``: the same with contempt, for a model that has 8 classes; otherwise
   ``{"n/a": reason}``.
-- ``valence`` / ``arousal``: CCC, PCC, RMSE, MAE and sign agreement on the photos that
-  have the label; ``va_derived`` says whether the model regressed them or derived them
-  from its class probabilities.
+- ``valence`` / ``arousal``: CCC, PCC, RMSE, MAE and sign agreement (a label of exactly 0
+  agrees only with 0) on the photos that have the label; ``va_7class_photos``: the same
+  without the contempt photos. ``va_derived`` says whether the model regressed them or
+  derived them from its class probabilities.
 
 Unreadable images are skipped and counted (``photos.unreadable``), as are table rows that
 cannot be used (``photos.rows_left_out``, by reason).
@@ -229,6 +230,9 @@ def score(labels: np.ndarray, va_true: np.ndarray, pred: PhotoPredictions, rows:
     else:
         out["expression_8"] = {"n/a": f"model {pred.model_id} has no contempt class ({len(pred.class_names)} classes)"}
     out.update(_va_scores(va_true, pred, rows))
+    # the same over the photos of the seven canonical classes (contempt photos left out), as
+    # FER2013-trained models and figures quoted on 7-class subsets are scored
+    out["va_7class_photos"] = _va_scores(va_true, pred, rows & (labels >= 0) & (labels < len(CLASSES_7)))
     return out
 
 
