@@ -48,6 +48,7 @@ from ros2_affect.config import AlignmentConfig
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS
 from ros2_affect.core.valence_arousal import check_mapping
 from ros2_affect.errors import ConfigError
+from training import distributed
 from training.augment import augment_batch, normalize, to_float_batch
 from training.checkpoint import FORMAT
 from training.config import TrainConfig, dump_config, load_train_config, to_dict
@@ -231,16 +232,44 @@ def summarize(probs: torch.Tensor, labels: torch.Tensor, k: int) -> Dict[str, An
 
 
 # ----------------------------------------------------------------------------- training
-class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: Optional[str] = None) -> None:
+class _TemporalStep(nn.Module):
+    """A temporal model's training forward (encoder over ``n * t`` frames, then the sequence
+    head) as one module, so that DistributedDataParallel sees the whole step."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
         self.cfg = cfg
+
+    def forward(self, frames: torch.Tensor, n: int, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.model.freeze_encoder:
+            with torch.no_grad():
+                f = encode_frames(self.model.encoder, frames, self.cfg)
+        else:
+            f = encode_frames(self.model.encoder, frames, self.cfg)
+        with _autocast(self.cfg):
+            return self.model.sequence_head(f.reshape(n, t, -1))
+
+
+class Trainer:
+    """One training run. ``dist``: this process's place in a torchrun run
+    (:mod:`training.distributed`); None or a disabled context: a single process."""
+
+    def __init__(
+        self, cfg: TrainConfig, resume: Optional[str] = None, dist: Optional[distributed.DistContext] = None
+    ) -> None:
+        self.cfg = cfg
+        self.dist = dist if dist is not None else distributed.DistContext()
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # only rank 0 writes
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.run.threads)
         torch.manual_seed(cfg.run.seed)
         random.seed(cfg.run.seed)
         self.gen = torch.Generator().manual_seed(cfg.run.seed)
 
+        if self.dist.enabled and not self.dist.is_main:
+            self.dist.barrier()  # rank 0 loads first: it alone extracts the datasets and writes their caches
         self.train_x, self.train_y = load_split(cfg, cfg.data.train_split, cfg.data.train_subset, cfg.run.seed)
         self.val_x, self.val_y = load_split(cfg, cfg.data.val_split, cfg.data.val_subset, cfg.run.seed + 1)
         self.k = len(CANONICAL_EXPRESSIONS)
@@ -248,6 +277,8 @@ class Trainer:
         self.train_va: Optional[torch.Tensor] = None
         self.sampler: Any = None
         graph_table = self._load_affectnet() if cfg.data.dataset == "fer2013+affectnet" else None
+        if self.dist.enabled and self.dist.is_main:
+            self.dist.barrier()  # the caches are complete: the other ranks read them
         self.model, self.model_kwargs, self.va_mode = build_model(cfg, self.train_y.numpy(), graph_table)
         self.temporal = getattr(self.model, "role", "frame") == "temporal"
         if cfg.model.init_from:
@@ -275,7 +306,15 @@ class Trainer:
                 groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov
             )
         n = self.train_x.shape[0]
-        self.steps_per_epoch = len(self.sampler) if self.sampler is not None else max(1, n // cfg.optim.batch_size)
+        #: distributed: this rank's batch (optim.batch_size is the global one) and its sampler
+        self.local_batch = cfg.optim.batch_size
+        self.dist_sampler: Any = None
+        if self.dist.enabled:
+            self.local_batch = self._distributed_batch(n)
+        if self.dist_sampler is not None:
+            self.steps_per_epoch = max(1, len(self.dist_sampler) // self.local_batch)
+        else:
+            self.steps_per_epoch = len(self.sampler) if self.sampler is not None else max(1, n // cfg.optim.batch_size)
         if cfg.optim.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.optim.steps_per_epoch)
         self.epoch = 0
@@ -291,8 +330,37 @@ class Trainer:
                 raise ConfigError("optim.swa_epochs is for frame models; temporal models train a small head only")
             self.swa_model = torch.optim.swa_utils.AveragedModel(self.model)
         if resume:
-            self._resume(resume)
-        dump_config(cfg, self.run_dir / "config.yaml")
+            self._resume(resume)  # every rank loads the same checkpoint
+        #: the model as DistributedDataParallel trains it (None: a single process)
+        self.ddp: Optional[nn.Module] = None
+        if self.dist.enabled:
+            step_module = _TemporalStep(self.model, cfg) if self.temporal else self.model
+            self.ddp = nn.parallel.DistributedDataParallel(
+                step_module,
+                device_ids=[self.dist.local_rank] if self.dist.backend == "nccl" else None,
+                # every weight of the registered models takes part in the loss (checked: emotion_gcn with and
+                # without valence/arousal nodes or loss, cnn_rnn with a frozen or trained encoder); a model with
+                # unused weights stops at its first step with DDP's own message naming them
+                find_unused_parameters=False,
+            )
+        if self.dist.is_main:
+            dump_config(cfg, self.run_dir / "config.yaml")
+
+    def _distributed_batch(self, n: int) -> int:
+        """This rank's batch size; FER2013-only runs also get their DistributedSampler."""
+        from torch.utils.data import DistributedSampler
+
+        w, bs = self.dist.world_size, self.cfg.optim.batch_size
+        if bs % w:
+            raise ConfigError(
+                f"optim.batch_size={bs} is the global batch of this {w}-process run and must split evenly between "
+                f"the processes; set it to a multiple of {w} (e.g. {bs - bs % w or w})"
+            )
+        if self.sampler is None:
+            self.dist_sampler = DistributedSampler(
+                range(n), num_replicas=w, rank=self.dist.rank, shuffle=True, seed=self.cfg.run.seed, drop_last=True
+            )
+        return bs // w
 
     def _load_affectnet(self) -> np.ndarray:
         """Multi-task data: FER2013 (already loaded) + the AffectNet train part; returns the
@@ -409,12 +477,20 @@ class Trainer:
 
     def train_epoch(self) -> Dict[str, float]:
         cfg = self.cfg
+        if self.ddp is not None:
+            self.ddp.train()
         self.model.train()
         if self.temporal and cfg.model.freeze_encoder:
             self.model.encoder.eval()  # frozen BN statistics too
         batches = self.sampler.epoch(self.gen) if self.sampler is not None else None
-        perm = torch.randperm(self.train_x.shape[0], generator=self.gen) if batches is None else None
         bs = cfg.optim.batch_size
+        if self.dist_sampler is not None:  # distributed: this rank's share of a seeded permutation
+            self.dist_sampler.set_epoch(self.epoch)
+            perm = torch.as_tensor(list(iter(self.dist_sampler)), dtype=torch.int64)
+            bs = self.local_batch
+        else:
+            perm = torch.randperm(self.train_x.shape[0], generator=self.gen) if batches is None else None
+        rank, world = self.dist.rank, self.dist.world_size
         # The cosine (or constant) schedule covers the epochs before the SWA phase.
         total_steps = max(1, self.epochs_planned - cfg.optim.swa_epochs) * self.steps_per_epoch
         warm = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
@@ -427,6 +503,8 @@ class Trainer:
             it = tqdm(it, desc=f"epoch {self.epoch + 1}/{self.epochs_planned}", mininterval=20, leave=False)
         for i in it:
             idx = batches[i] if batches is not None else perm[i * bs : (i + 1) * bs]
+            if batches is not None and self.dist.enabled:
+                idx = idx[rank::world]  # multi-task: each rank takes its share of the mixed global batch
             xb, y = self.train_x[idx], self.train_y[idx].to(cfg.run.device)
             if self.in_swa_phase():
                 lr = cfg.optim.swa_lr
@@ -438,17 +516,20 @@ class Trainer:
                 seqs = make_sequences(xb, cfg.sequence, self.gen)
                 n, t = seqs.shape[:2]
                 frames = seqs.reshape(n * t, *seqs.shape[2:])
-                if cfg.model.freeze_encoder:
-                    with torch.no_grad():
-                        f = encode_frames(self.model.encoder, frames, cfg)
+                if self.ddp is not None:
+                    logits, va = self.ddp(frames, n, t)
                 else:
-                    f = encode_frames(self.model.encoder, frames, cfg)
-                with _autocast(cfg):
-                    logits, va = self.model.sequence_head(f.reshape(n, t, -1))
+                    if cfg.model.freeze_encoder:
+                        with torch.no_grad():
+                            f = encode_frames(self.model.encoder, frames, cfg)
+                    else:
+                        f = encode_frames(self.model.encoder, frames, cfg)
+                    with _autocast(cfg):
+                        logits, va = self.model.sequence_head(f.reshape(n, t, -1))
             else:
                 x = _prep(augment_batch(xb, cfg.augment, self.gen), cfg)
                 with _autocast(cfg):
-                    logits, va = self.model(x)
+                    logits, va = (self.ddp if self.ddp is not None else self.model)(x)
             loss = self._loss(logits, va, y, self.train_va[idx] if self.train_va is not None else None)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -463,6 +544,9 @@ class Trainer:
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         dt = time.time() - t0
+        if self.dist.enabled:  # the whole run's figures: summed over the ranks
+            loss_sum, correct, seen = self.dist.sum([loss_sum, correct, seen])
+            correct, seen = int(correct), int(seen)
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "train_s": dt, "img_s": seen / dt, "lr": lr}
 
     def in_swa_phase(self) -> bool:
@@ -524,15 +608,18 @@ class Trainer:
         fields = ["epoch", "lr", "train_loss", "train_acc", "val_acc", "val_acc_flip", "img_s", "epoch_s", "elapsed_s"]
         if self.train_va is not None:
             fields += ["aff_val_acc", "aff_val_ccc_v", "aff_val_ccc_a", "val_score"]
-        if not log_path.exists() or self.epoch == 0:
+        main = self.dist.is_main  # only rank 0 logs and writes
+        if main and (not log_path.exists() or self.epoch == 0):
             with log_path.open("w", newline="") as fh:
                 csv.writer(fh).writerow(fields)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        tb: Any = None
+        if main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-            tb: Any = SummaryWriter(str(self.run_dir / "tb"))
-        except Exception:  # tensorboard is optional
-            tb = None
+                tb = SummaryWriter(str(self.run_dir / "tb"))
+            except Exception:  # tensorboard is optional
+                tb = None
         stale = 0
         recent: List[float] = []
         last: Dict[str, Any] = {}
@@ -540,8 +627,9 @@ class Trainer:
             t0 = time.time()
             swa_epoch = self.in_swa_phase()
             tr = self.train_epoch()
-            evaluated = self.update_swa() if swa_epoch else self.model
-            val = self.validate(evaluated)
+            # distributed: SWA statistics and validation on rank 0 only; the others get its result
+            evaluated = self.update_swa() if swa_epoch and main else self.model
+            val = self.dist.broadcast(self.validate(evaluated) if main else None)
             self.epoch += 1
             epoch_s = time.time() - t0
             self.elapsed_s += epoch_s
@@ -560,35 +648,55 @@ class Trainer:
                 per_epoch = sum(recent[-3:]) / len(recent[-3:])
                 left = cfg.run.time_budget_min * 60.0 - self.elapsed_s
                 self.epochs_planned = max(self.epoch, min(cfg.optim.epochs, self.epoch + int(left // per_epoch)))
-            self._save(self._state(val, self.model), "last.pt")
-            if improved:
-                self._save(self._state(val, evaluated), "best.pt")
-            with log_path.open("a", newline="") as fh:
-                csv.writer(fh).writerow([f"{row[k]:.5g}" if isinstance(row[k], float) else row[k] for k in fields])
-            if tb is not None:
-                for k in ("train_loss", "train_acc", "val_acc", "val_acc_flip", "lr", "img_s", *fields[9:]):
-                    tb.add_scalar(k, row[k], self.epoch)
-                tb.flush()
-            print(
-                f"epoch {self.epoch}/{self.epochs_planned} loss {tr['train_loss']:.4f} train_acc {tr['train_acc']:.4f} "
-                f"val_acc {val['val_acc']:.4f} flip {val['val_acc_flip']:.4f} lr {tr['lr']:.4g} "
-                + (
-                    f"affectnet val acc {val['aff_val_acc']:.4f} ccc v {val['aff_val_ccc_v']:.3f} "
-                    f"a {val['aff_val_ccc_a']:.3f} score {val['val_score']:.4f} "
-                    if self.train_va is not None
-                    else ""
-                )
-                + f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}"
-                + (" (SWA average)" if swa_epoch else ""),
-                flush=True,
-            )
+            # every rank runs the same number of epochs: rank 0's plan and clock
+            self.epochs_planned, self.elapsed_s = self.dist.broadcast((self.epochs_planned, self.elapsed_s))
+            if main:
+                self._save(self._state(val, self.model), "last.pt")
+                if improved:
+                    self._save(self._state(val, evaluated), "best.pt")
+            self.dist.barrier()  # the checkpoints are on disk before any rank goes on (or ends)
+            if main:
+                self._log_epoch(log_path, fields, row, tr, val, tb, epoch_s, swa_epoch)
             last = row
             if cfg.optim.early_stopping and stale >= cfg.optim.early_stopping:
-                print(f"early stopping: no improvement for {stale} epochs", flush=True)
+                if main:
+                    print(f"early stopping: no improvement for {stale} epochs", flush=True)
                 break
         if tb is not None:
             tb.close()
         return {"best": self.best, "best_epoch": self.best_epoch, "last": last, "run_dir": str(self.run_dir)}
+
+    def _log_epoch(
+        self,
+        log_path: Path,
+        fields: List[str],
+        row: Dict[str, Any],
+        tr: Dict[str, float],
+        val: Dict[str, Any],
+        tb: Any,
+        epoch_s: float,
+        swa_epoch: bool,
+    ) -> None:
+        """One epoch's line in log.csv, TensorBoard and on stdout."""
+        with log_path.open("a", newline="") as fh:
+            csv.writer(fh).writerow([f"{row[k]:.5g}" if isinstance(row[k], float) else row[k] for k in fields])
+        if tb is not None:
+            for k in ("train_loss", "train_acc", "val_acc", "val_acc_flip", "lr", "img_s", *fields[9:]):
+                tb.add_scalar(k, row[k], self.epoch)
+            tb.flush()
+        print(
+            f"epoch {self.epoch}/{self.epochs_planned} loss {tr['train_loss']:.4f} train_acc {tr['train_acc']:.4f} "
+            f"val_acc {val['val_acc']:.4f} flip {val['val_acc_flip']:.4f} lr {tr['lr']:.4g} "
+            + (
+                f"affectnet val acc {val['aff_val_acc']:.4f} ccc v {val['aff_val_ccc_v']:.3f} "
+                f"a {val['aff_val_ccc_a']:.3f} score {val['val_score']:.4f} "
+                if self.train_va is not None
+                else ""
+            )
+            + f"{tr['img_s']:.0f} img/s {epoch_s:.0f}s best {self.best:.4f}@{self.best_epoch}"
+            + (" (SWA average)" if swa_epoch else ""),
+            flush=True,
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -598,8 +706,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from last.pt (or a path)")
     args = parser.parse_args(argv)
     cfg = load_train_config(args.config, args.set)
-    result = Trainer(cfg, resume=args.resume).fit()
-    print(f"best {cfg.optim.select_metric} {result['best']:.4f} at epoch {result['best_epoch']} in {result['run_dir']}")
+    ctx = distributed.setup(cfg.run.device)  # torchrun: join the process group (gloo on CPU, nccl on CUDA)
+    try:
+        result = Trainer(cfg, resume=args.resume, dist=ctx).fit()
+    finally:
+        distributed.cleanup(ctx)
+    if ctx.is_main:
+        print(
+            f"best {cfg.optim.select_metric} {result['best']:.4f} at epoch {result['best_epoch']} "
+            f"in {result['run_dir']}"
+            + (f" ({ctx.world_size} processes, {ctx.backend})" if ctx.enabled else "")
+        )
     return 0
 
 
