@@ -239,10 +239,15 @@ def score(labels: np.ndarray, va_true: np.ndarray, pred: PhotoPredictions, rows:
 # -- the evaluation ---------------------------------------------------------------------------
 
 
-def pipeline_config(model_path: Union[str, Path], config_path: Optional[Path] = None) -> Any:
+def pipeline_config(model_path: Union[str, Path], config_path: Optional[Path] = None, tta: str = "none") -> Any:
     """The runtime settings (``config_path`` or the packaged parameter file) with the model
-    at ``model_path`` (a frame ``.onnx``, either graph of a temporal export, its ``.json``,
-    or a ``.pt`` checkpoint run with the torch backend)."""
+    at ``model_path`` (a frame ``.onnx``, either graph of a temporal export, or its ``.json``;
+    a ``.pt`` checkpoint is refused: export it first) and ``tta="flip"`` as
+    ``model.flip_average``.
+
+    Raises:
+        ConfigError: a checkpoint, or a bad parameter file.
+    """
     from ros2_affect.tools.cli_args import config_with_overrides
     from training.evaluate import resolve_graphs
 
@@ -260,6 +265,8 @@ def pipeline_config(model_path: Union[str, Path], config_path: Optional[Path] = 
             f"model.encoder_model={graphs['encoder']}",
             f"model.sequence_model={graphs['sequence']}",
         ]
+    if tta == "flip":
+        overrides.append("model.flip_average=true")
     return config_with_overrides(config_path, overrides)
 
 
@@ -298,9 +305,7 @@ def evaluate_photos(
     else:
         from ros2_affect.core.pipeline import create_pipeline
 
-        config = pipeline_config(model_path, config_path)
-        if tta == "flip":
-            config.model.flip_average = True
+        config = pipeline_config(model_path, config_path, tta)
         with create_pipeline(config, tracker_seed=0) as pipeline:
             data = AffectNetPhotos(labels_csv, images_root, include_contempt=True, limit=limit)
             pred = predict_pipeline(pipeline, data)

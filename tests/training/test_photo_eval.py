@@ -194,7 +194,8 @@ def test_cli_writes_the_report_and_never_overwrites_without_asking(
     assert len(_rows(out / "predictions.csv")) == 40
     assert evaluate.main(args) == 1
     assert "already exists" in capsys.readouterr().err
-    assert evaluate.main([*args, "--overwrite", "--mode", "pipeline"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["mode"] == "pipeline"
+    assert evaluate.main([*args, "--overwrite", "--mode", "pipeline", "--tta", "flip"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "pipeline" and metrics["tta"] == "flip"
     assert evaluate.main(["--model", str(FRAME), "--labels", str(photos), "--out", str(photos.parent)]) == 1
     assert "holds the input" in capsys.readouterr().err
