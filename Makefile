@@ -83,7 +83,7 @@ test-node: assets
 ## bench-node: node-level benchmark under real rclpy (figures in BENCHMARKS.md; not a test)
 bench-node: assets
 	PYTHON=$(PY312) scripts/ros_env.sh .venv-ros
-	. .venv-ros/ros_env.sh && .venv-ros/bin/python -m ros2_affect.ros.bench_node
+	. .venv-ros/ros_env.sh && .venv-ros/bin/python -m ros2_affect.node.bench_node
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check ros2_affect training tests

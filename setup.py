@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
-        # affect_msgs definitions, so pip-installed tools can build message types (ros/msg_types.py)
+        # affect_msgs definitions, so pip-installed tools can build message types (msgs/msg_types.py)
         (f"share/{PACKAGE}/msg", glob("affect_msgs/msg/*.msg")),
     ],
     install_requires=["setuptools"],
@@ -30,7 +30,7 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "affect_node = ros2_affect.ros.node:main",
+            "affect_node = ros2_affect.node.node:main",
             "ros2-affect = ros2_affect.tools.cli:main",
         ],
     },

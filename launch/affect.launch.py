@@ -52,7 +52,7 @@ def _as_bool(name: str, text: str) -> bool:
 def _launch_node(context, *args, **kwargs):  # type: ignore[no-untyped-def]
     from ros2_affect.assets import default_config_path
     from ros2_affect.config import load_parameter_file
-    from ros2_affect.ros.runtime import sibling_topic
+    from ros2_affect.node.runtime import sibling_topic
 
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)

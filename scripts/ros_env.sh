@@ -25,7 +25,6 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.installed" ] || [ "$REQUIREMENT
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip==26.3
     "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
-    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
     # The wheels' exported CMake targets name the include directories of the machine that
     # built them (/opt/python/cpXY-cpXY/...): point them at this venv's Python and numpy,
     # or configuring any interface package fails on a missing include directory.
@@ -38,6 +37,12 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.installed" ] || [ "$REQUIREMENT
             "$file"
     done
     touch "$VENV/.installed"
+fi
+
+# This package, editable; again whenever setup.py changes (entry points, package list).
+if [ ! -f "$VENV/.editable" ] || [ setup.py -nt "$VENV/.editable" ]; then
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+    touch "$VENV/.editable"
 fi
 
 MSGS_PREFIX="$ROOT/$VENV/affect_msgs"

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from ros2_affect.core.image import SUPPORTED_ENCODINGS, as_rgb
 from ros2_affect.errors import InvalidImageError
-from ros2_affect.ros.conversions import RAW_LAYOUTS, compressed_msg_to_rgb, image_msg_to_rgb
-from ros2_affect.ros.msg_types import create_typestore
+from ros2_affect.msgs.conversions import RAW_LAYOUTS, compressed_msg_to_rgb, image_msg_to_rgb
+from ros2_affect.msgs.msg_types import create_typestore
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

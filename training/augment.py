@@ -3,7 +3,7 @@
 Images stay uint8 in memory; a batch is converted to float32 **in the 0..255 range**,
 augmented with one ``affine_grid``/``grid_sample`` call (rotation, scale, shift, mirror),
 photometric jitter and random erasing, then normalised with :func:`normalize` -- the same
-arithmetic as the runtime's :func:`ros2_affect.core.preprocess.to_model_input`
+arithmetic as the runtime's :func:`ros2_affect.backends.preprocess.to_model_input`
 (``x * 1/(255*std) - mean/std``), so an un-augmented crop gives the same tensor in
 training and on the robot.
 

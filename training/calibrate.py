@@ -141,7 +141,7 @@ def calibrate(
 def model_logits(model_path: Union[str, Path], crops: np.ndarray, batch: int = 64) -> np.ndarray:
     """Raw ``(N, K)`` logits of a frame graph (no temperature) for ``(N, S, S, C)`` uint8 crops."""
     from ros2_affect.backends import create_backend
-    from ros2_affect.core.preprocess import to_model_input
+    from ros2_affect.backends.preprocess import to_model_input
 
     session = create_backend("onnxruntime", device="cpu", threads=2).load(Path(model_path), "frame", batch)
     try:

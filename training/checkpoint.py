@@ -7,7 +7,7 @@
   rebuilds the architecture (buffers such as the GCN adjacency come from ``state_dict``)
 * ``state_dict``: model weights (float32)
 * ``class_names`` (canonical order), ``input_size`` (S), ``channels`` (C), ``mean``, ``std``
-  (per channel, pixels in 0..1; see ``ros2_affect.core.preprocess.to_model_input``)
+  (per channel, pixels in 0..1; see ``ros2_affect.backends.preprocess.to_model_input``)
 * ``alignment``: ``ros2_affect.config.AlignmentConfig`` fields the model was trained for
 * ``sequence_length``: T for temporal models, 1 for frame models
 * ``va_mode``: ``"derived"`` (VA from class probabilities, Russell & Mehrabian 1977) or

@@ -13,7 +13,7 @@ same accuracy (model cards and BENCHMARKS.md have the numbers).
 How: ONNX Runtime static quantisation in QDQ form: int8 weights per output channel,
 uint8 activations whose ranges are calibrated (MinMax) on ``--images`` training faces
 prepared exactly as the runtime prepares a face
-(:func:`ros2_affect.core.preprocess.to_model_input`). The sequence head of a temporal
+(:func:`ros2_affect.backends.preprocess.to_model_input`). The sequence head of a temporal
 model stays float (a small GRU; the encoder is what costs).
 
 Checked before the file is kept, on ``--check-images`` other faces of the split (never the
@@ -44,7 +44,7 @@ import numpy as np
 
 from ros2_affect.backends import create_backend
 from ros2_affect.backends.base import INPUT_NAMES, ModelMetadata, read_onnx_metadata
-from ros2_affect.core.preprocess import to_model_input
+from ros2_affect.backends.preprocess import to_model_input
 from ros2_affect.errors import DatasetError, ModelContractError, ModelLoadError
 from training.data.faces import resize_crop
 from training.data.fer2013 import load_fer2013

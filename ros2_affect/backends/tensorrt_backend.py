@@ -65,6 +65,7 @@ from ros2_affect.backends.engine_cache import (
     read_sidecar,
     write_sidecar,
 )
+from ros2_affect.backends.preprocess import to_model_input
 from ros2_affect.errors import (
     AssetMissingError,
     BackendUnavailableError,
@@ -220,7 +221,7 @@ def load_calibration_images(
     The images should be aligned face crops like the ones the pipeline feeds the model
     (e.g. FER2013-style 48x48 crops, or crops saved from ``ros2-affect run``); they are
     converted to the model's channels, resized to its input size and normalised with
-    :func:`ros2_affect.core.preprocess.to_model_input` and the model's mean/std.
+    :func:`ros2_affect.backends.preprocess.to_model_input` and the model's mean/std.
 
     Returns:
         ``[N, C, S, S]`` float32, N = min(number of images, ``max_images``), in sorted
@@ -230,8 +231,6 @@ def load_calibration_images(
         ConfigError: the folder is missing or holds no readable image.
     """
     import cv2
-
-    from ros2_affect.core.preprocess import to_model_input
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -102,7 +102,7 @@ class BagImage:
         Raises:
             InvalidImageError: an unsupported encoding or undecodable data.
         """
-        from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+        from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
 
         return compressed_msg_to_rgb(self.msg) if self.compressed else image_msg_to_rgb(self.msg)
 
@@ -115,7 +115,7 @@ def _describe_failure(exc: BaseException) -> str:
 def create_bag_typestore(distro: str = "humble") -> Any:
     """A rosbags typestore with the distribution's messages and all affect_msgs types
     (FaceAffect, FaceAffectArray, AffectAnnotation)."""
-    from ros2_affect.ros.msg_types import create_typestore
+    from ros2_affect.msgs.msg_types import create_typestore
 
     return create_typestore(distro)
 
@@ -520,7 +520,7 @@ def read_predictions(bag: BagReader, topic: Optional[str] = None) -> Tuple[str, 
         BagError: no (or an ambiguous) prediction topic, or a topic of another type.
     """
     from ros2_affect.bags.alignment import FramePrediction, face_prediction_from_msg
-    from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC
+    from ros2_affect.msgs.msg_types import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC
 
     if topic:
         info = bag.topic(topic)

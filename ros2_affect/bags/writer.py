@@ -16,6 +16,7 @@ from typing import Any, Dict, Literal, Optional, Sequence, Union
 
 from ros2_affect.bags.labels import ANNOTATION_MSGTYPE, Annotation
 from ros2_affect.errors import AffectError, BagError
+from ros2_affect.msgs.msg_types import create_typestore
 
 LOG = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ STORAGES = ("sqlite3", "mcap")
 #: rosbag2 metadata version written.
 BAG_VERSION: Literal[8] = 8
 #: Where affect_node publishes its FaceAffectArray (``~/faces`` of the default node name).
-FACES_TOPIC = "/affect_node/faces"
-FACE_AFFECT_ARRAY_MSGTYPE = "affect_msgs/msg/FaceAffectArray"
 
 
 def _storage_plugin(storage: str) -> Any:
@@ -170,9 +169,8 @@ class BagWriter:
         # checked now, before a long run starts; a previous bag is removed only by close()
         self._target = OutputTarget(self.path, overwrite=overwrite, owned=own_bag, tool=tool, inputs=inputs)
         if typestore is None:
-            from ros2_affect.bags.reader import create_bag_typestore
 
-            typestore = create_bag_typestore()
+            typestore = create_typestore()
         self.typestore = typestore
         self._writer: Any = None
         self._stage: Any = None

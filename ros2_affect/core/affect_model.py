@@ -29,8 +29,8 @@ from ros2_affect.assets import (
 )
 from ros2_affect.backends import create_backend_with_fallback
 from ros2_affect.backends.base import InferenceSession, ModelMetadata
+from ros2_affect.backends.preprocess import flip_horizontal, to_model_input
 from ros2_affect.config import ModelConfig
-from ros2_affect.core.preprocess import flip_horizontal, to_model_input
 from ros2_affect.core.types import AffectEstimate
 from ros2_affect.core.valence_arousal import check_mapping
 from ros2_affect.errors import AssetMissingError, ModelContractError

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ros2_affect.bags.reader import STORAGE_SUFFIXES, BagReader, create_bag_typestore
-from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC, BagWriter, node_qos
+from ros2_affect.bags.writer import BagWriter, node_qos
 from ros2_affect.core.types import FrameResult
 from ros2_affect.errors import InvalidImageError
-
-if TYPE_CHECKING:  # inputs.py imports this module lazily: no import cycle at run time
-    from ros2_affect.tools.inputs import InputFrame, InputOptions, InputSource
+from ros2_affect.msgs.msg_types import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC
+from ros2_affect.tools.input_source import InputFrame, InputOptions, InputSource
 
 LOG = logging.getLogger(__name__)
 
@@ -42,8 +41,6 @@ def open_bag_input(spec: str, options: InputOptions) -> InputSource:
     Raises:
         BagError: not a readable bag, or no / several image topics (listed).
     """
-    from ros2_affect.tools.inputs import InputFrame, InputSource
-
     store = create_bag_typestore()
     bag = BagReader(spec, typestore=store, strict=options.strict).open()
     try:
@@ -91,7 +88,7 @@ class BagResultWriter:
     """
 
     def __init__(self, source: Any, path: Path, faces_topic: str = FACES_TOPIC) -> None:
-        from ros2_affect.ros.messages import rosbags_message_types
+        from ros2_affect.msgs.messages import rosbags_message_types
 
         self.path = Path(path)
         self._source = source
@@ -105,7 +102,7 @@ class BagResultWriter:
 
     def write(self, index: int, result: FrameResult) -> None:
         """Write the FaceAffectArray of frame ``index`` (the InputFrame's index)."""
-        from ros2_affect.ros.messages import build_face_affect_array, to_time
+        from ros2_affect.msgs.messages import build_face_affect_array, to_time
 
         header, bag_time_ns, stamp_from_header = self._source.bag_frames.pop(index)
         if not stamp_from_header:  # the stamp used was the bag time: put it in the header

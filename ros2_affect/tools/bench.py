@@ -2,9 +2,9 @@
 
 Every measured frame goes the way a camera frame goes on the robot: a real
 ``sensor_msgs/Image`` (rosbags class, rgb8) is decoded with
-:func:`ros2_affect.ros.conversions.image_msg_to_rgb`, run through the pipeline, and the
+:func:`ros2_affect.msgs.conversions.image_msg_to_rgb`, run through the pipeline, and the
 ``affect_msgs/FaceAffectArray`` is built with
-:func:`ros2_affect.ros.messages.build_face_affect_array`. The images are scenes of N real
+:func:`ros2_affect.msgs.messages.build_face_affect_array`. The images are scenes of N real
 faces on a real background (:mod:`ros2_affect.tools.scenes`); before timing, the scene is
 calibrated so the pipeline's own detector finds its N faces, and the number of faces the
 pipeline reported per frame is part of the result (and checked).
@@ -194,8 +194,8 @@ class MessageKit:
     """
 
     def __init__(self, encoding: str = "rgb8") -> None:
-        from ros2_affect.ros.messages import rosbags_message_types
-        from ros2_affect.ros.msg_types import create_typestore
+        from ros2_affect.msgs.messages import rosbags_message_types
+        from ros2_affect.msgs.msg_types import create_typestore
 
         if encoding not in ENCODINGS:
             raise ConfigError(f"--encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
@@ -222,7 +222,7 @@ class MessageKit:
                           data=np.ascontiguousarray(pixels).reshape(-1).copy())
 
     def decode(self, msg: Any) -> np.ndarray:
-        from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+        from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
 
         return compressed_msg_to_rgb(msg) if self.encoding == "jpeg" else image_msg_to_rgb(msg)
 
@@ -243,7 +243,7 @@ class FrameTiming:
 def timed_frame(pipeline: Any, kit: MessageKit, msg: Any, stamp_ns: int) -> Tuple[FrameTiming, Any]:
     """Decode -> pipeline -> message for one image message; returns the timing and the result."""
     from ros2_affect.core.types import Frame
-    from ros2_affect.ros.messages import build_face_affect_array
+    from ros2_affect.msgs.messages import build_face_affect_array
 
     c0 = time.process_time()
     t0 = time.perf_counter()

@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ros2_affect.errors import ConfigError, InvalidImageError
+from ros2_affect.tools.bag_input import is_bag_input, open_bag_input
+from ros2_affect.tools.input_source import InputFrame, InputOptions, InputSource
+
+__all__ = ["INPUT_KINDS", "InputFrame", "InputOptions", "InputSource", "open_input"]
 
 LOG = logging.getLogger(__name__)
 
@@ -45,75 +48,6 @@ INPUT_HINT = (
     "(folder, .db3 or .mcap), "
     "a camera index (0, 1, ...) or the word 'sample'"
 )
-
-
-@dataclass(frozen=True)
-class InputFrame:
-    """One frame of an input: its position, stamp, RGB pixels and a name for outputs.
-
-    Unpacks like a tuple: ``index, stamp_ns, image, name = frame``.
-    """
-
-    index: int
-    stamp_ns: int
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-    name: str
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.index, self.stamp_ns, self.image, self.name))
-
-
-@dataclass(frozen=True)
-class InputOptions:
-    fps: float = 25.0  #: frame rate for stamps when the source has none (folders, videos without timing).
-    max_frames: Optional[int] = None  #: stop after this many frames.
-    #: a folder of images holds the frames of one video (tracked across files), not photos.
-    sequence: bool = False
-    #: a rosbag: stop at the first unreadable message or damaged page (default: skip and count).
-    strict: bool = False
-
-
-class InputSource:
-    """Frames from one input. Iterate it once; ``close()`` releases devices and files.
-
-    Attributes:
-        kind: "video", "camera", "image", "folder", "sample" (or a kind added to the table).
-        name: a short name for the input (file or folder name).
-        fps: nominal frame rate (for output video).
-        is_sequence: True when frames form a clip (write a video), False for a set of
-            independent images (write images).
-        independent: True when every frame is an unrelated photo (an image, or a folder of
-            photos): no state may cross frames, so the caller resets the pipeline before each.
-        length: number of frames when known (for progress bars), else None.
-        skipped: frames that could not be read (logged and skipped).
-    """
-
-    def __init__(self, kind: str, name: str, fps: float, is_sequence: bool, length: Optional[int],
-                 frames: Callable[[InputSource], Iterator[InputFrame]], close: Optional[Callable[[], None]] = None,
-                 independent: bool = False):
-        self.kind = kind
-        self.name = name
-        self.fps = fps
-        self.is_sequence = is_sequence
-        self.independent = independent
-        self.length = length
-        self.skipped = 0
-        self._frames = frames
-        self._close = close
-
-    def __iter__(self) -> Iterator[InputFrame]:
-        return self._frames(self)
-
-    def close(self) -> None:
-        if self._close is not None:
-            self._close()
-            self._close = None
-
-    def __enter__(self) -> InputSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
@@ -332,19 +266,6 @@ def describe_mode(source: InputSource) -> str:
     return f"mode: video ({source.kind}: frames in order, faces tracked across them)"
 
 
-def _is_bag(spec: str) -> bool:
-    from ros2_affect.tools.bag_input import is_bag_input
-
-    return is_bag_input(spec)
-
-
-def open_bag(spec: str, options: InputOptions) -> InputSource:
-    """A rosbag2 bag (folder or .db3/.mcap): its image topic; see :mod:`ros2_affect.tools.bag_input`."""
-    from ros2_affect.tools.bag_input import open_bag_input
-
-    return open_bag_input(spec, options)
-
-
 #: (kind, matches INPUT, opens it), tried in order. Insert new kinds before "folder"
 #: when they are directories (a rosbag is a folder).
 INPUT_KINDS: List[Tuple[str, Callable[[str], bool], Callable[[str, InputOptions], InputSource]]] = [
@@ -352,7 +273,7 @@ INPUT_KINDS: List[Tuple[str, Callable[[str], bool], Callable[[str, InputOptions]
     ("camera", _is_camera, open_camera),
     ("image", _is_image, open_image),
     ("video", _is_video, open_video),
-    ("bag", _is_bag, open_bag),
+    ("bag", is_bag_input, open_bag_input),
     ("folder", _is_folder, open_folder),
 ]
 

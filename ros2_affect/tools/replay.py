@@ -1,7 +1,7 @@
 """``ros2-affect replay``: run the node's pipeline over a bag's images, write its output to a bag.
 
 The same parameter file as the node (``config/affect.yaml``, or ``--config``), the same
-models, tracker and message builder (:func:`ros2_affect.ros.messages.build_face_affect_array`),
+models, tracker and message builder (:func:`ros2_affect.msgs.messages.build_face_affect_array`),
 run in bag time: each image's header stamp (the bag receive time when the header stamp
 is 0) is the frame's stamp, and the ``affect_msgs/msg/FaceAffectArray`` is written on
 ``/affect_node/faces`` (the node's ``~/faces``) with the source image's header and at
@@ -30,8 +30,6 @@ from typing import Any, Dict, List, Optional
 
 from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagImage, BagReader, create_bag_typestore, stamp_to_ns
 from ros2_affect.bags.writer import (
-    FACE_AFFECT_ARRAY_MSGTYPE,
-    FACES_TOPIC,
     STOPPED_BY_KEY,
     STORAGES,
     BagWriter,
@@ -40,6 +38,7 @@ from ros2_affect.bags.writer import (
 )
 from ros2_affect.config import PipelineConfig, load_parameter_file, load_pipeline_config
 from ros2_affect.errors import BagError, ConfigError, Interrupted, InvalidImageError
+from ros2_affect.msgs.msg_types import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC
 from ros2_affect.tools.cli_args import (
     add_command,
     add_config_arguments,
@@ -129,8 +128,8 @@ def replay(
     """
     from ros2_affect.core.pipeline import create_pipeline
     from ros2_affect.core.types import Frame
+    from ros2_affect.msgs.messages import build_face_affect_array, rosbags_message_types
     from ros2_affect.outputs import StopSignals, check_not_an_input
-    from ros2_affect.ros.messages import build_face_affect_array, rosbags_message_types
 
     if latency not in LATENCY_MODES:
         raise ConfigError(f"--latency {latency!r} is not accepted; choose one of {', '.join(LATENCY_MODES)}")

@@ -110,7 +110,7 @@ class AnnotatedWriter:
             self.written += 1
             return
         if self._video is None:
-            from ros2_affect.tools.draw import open_video_writer
+            from ros2_affect.draw import open_video_writer
 
             # even sides: H.264 and VP9 store 4:2:0 colour (2x2 blocks)
             self._size = (max(2, bgr.shape[1] // 2 * 2), max(2, bgr.shape[0] // 2 * 2))
@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ros2_affect.core.pipeline import create_pipeline
-    from ros2_affect.tools.draw import annotate
+    from ros2_affect.draw import annotate
     from ros2_affect.tools.inputs import InputOptions, describe_mode, open_input
 
     if args.max_frames is not None and args.max_frames < 1:

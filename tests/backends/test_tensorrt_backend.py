@@ -172,7 +172,7 @@ def test_format_command_quotes_paths() -> None:
 def test_calibration_images_are_preprocessed_like_the_runtime(fer_root: Path, tmp_path: Path) -> None:
     import cv2
 
-    from ros2_affect.core.preprocess import to_model_input
+    from ros2_affect.backends.preprocess import to_model_input
 
     calib = tmp_path / "calib"
     (calib / "sub").mkdir(parents=True)

@@ -12,9 +12,9 @@ from scipy.special import softmax
 
 from ros2_affect import assets
 from ros2_affect.backends import create_backend
+from ros2_affect.backends.preprocess import to_model_input
 from ros2_affect.config import ModelConfig
 from ros2_affect.core.affect_model import AffectModel, create_affect_model
-from ros2_affect.core.preprocess import to_model_input
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS, CONTEMPT
 from ros2_affect.core.valence_arousal import RUSSELL_MEHRABIAN_1977
 from ros2_affect.errors import AssetMissingError, ModelContractError

@@ -21,8 +21,8 @@ from ros2_affect.config import DetectorConfig, ModelConfig, PipelineConfig
 from ros2_affect.core.pipeline import AffectPipeline, create_pipeline
 from ros2_affect.core.types import Frame, FrameResult
 from ros2_affect.errors import InvalidImageError
-from ros2_affect.ros.messages import build_face_affect_array, rosbags_message_types
-from ros2_affect.ros.msg_types import create_typestore
+from ros2_affect.msgs.messages import build_face_affect_array, rosbags_message_types
+from ros2_affect.msgs.msg_types import create_typestore
 from ros2_affect.tools.scenes import FacePatch, Scene, SceneSource
 from tests.backends.affect_graphs import write_graph
 

@@ -1,4 +1,4 @@
-"""`python -m ros2_affect.ros.bench_node` (make bench-node) still runs end to end; figures are not judged."""
+"""`python -m ros2_affect.node.bench_node` (make bench-node) still runs end to end; figures are not judged."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytest.importorskip("affect_msgs.msg", reason=SKIP_REASON)
 
 
 def test_node_benchmark_reports_one_row_per_configuration() -> None:
-    command = [sys.executable, "-m", "ros2_affect.ros.bench_node", "--rates", "10", "--faces", "1",
+    command = [sys.executable, "-m", "ros2_affect.node.bench_node", "--rates", "10", "--faces", "1",
                "--seconds", "2", "--warmup", "1", "--transport", "shipped", "--markdown"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stdout + done.stderr

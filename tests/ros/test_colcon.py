@@ -106,9 +106,9 @@ def test_installed_tree_has_launch_config_node_and_messages(installed: Path) -> 
     ):
         assert (installed / rel).is_file(), rel
     node_script = (installed / "lib" / "ros2_affect" / "affect_node").read_text()
-    assert "ros2_affect.ros.node" in node_script or "affect_node" in node_script
+    assert "ros2_affect.node.node" in node_script or "affect_node" in node_script
     assert os.access(installed / "lib" / "ros2_affect" / "affect_node", os.X_OK)
-    site = list(installed.glob("lib/python3*/site-packages/ros2_affect/ros/node.py"))
+    site = list(installed.glob("lib/python3*/site-packages/ros2_affect/node/node.py"))
     assert site, "the ros2_affect Python package is not installed"
 
 
@@ -125,7 +125,7 @@ def test_installed_package_finds_its_message_definitions(installed: Path, tmp_pa
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{shim}", AMENT_PREFIX_PATH=str(installed))
     env.pop("ROS2_AFFECT_MSG_DIR", None)
     code = (
-        "import ros2_affect, ros2_affect.ros.msg_types as m\n"
+        "import ros2_affect, ros2_affect.msgs.msg_types as m\n"
         "print(ros2_affect.__file__)\nprint(m.AFFECT_MSG_DIR)\n"
         "print(len(m.create_typestore('jazzy').types))\n"
     )

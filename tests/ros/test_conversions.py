@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ros2_affect.errors import InvalidImageError
-from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
-from ros2_affect.ros.msg_types import create_typestore
+from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+from ros2_affect.msgs.msg_types import create_typestore
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from ros2_affect.ros.diagnostics import ERROR, OK, WARN, NodeStatistics, Thresholds, evaluate, key_values
+from ros2_affect.node.diagnostics import ERROR, OK, WARN, NodeStatistics, Thresholds, evaluate, key_values
 from tests.ros.helpers import ManualClock
 
 

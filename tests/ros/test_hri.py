@@ -13,7 +13,7 @@ from ros2_affect.core.types import (
     FaceDetection,
     FaceResult,
 )
-from ros2_affect.ros.hri import (
+from ros2_affect.node.hri import (
     HRI_EXPRESSION_OF,
     HriRoi,
     TrackedIds,

@@ -18,8 +18,8 @@ from ros2_affect.core.types import (
     FrameResult,
 )
 from ros2_affect.errors import InvalidCameraInfoError, InvalidImageError
-from ros2_affect.ros import messages
-from ros2_affect.ros.messages import (
+from ros2_affect.msgs import messages
+from ros2_affect.msgs.messages import (
     CameraModel,
     build_face_affect_array,
     camera_model_from_info,
@@ -30,7 +30,7 @@ from ros2_affect.ros.messages import (
     stamp_ns_of,
     to_time,
 )
-from ros2_affect.ros.msg_types import create_typestore
+from ros2_affect.msgs.msg_types import create_typestore
 
 ARRAY = "affect_msgs/msg/FaceAffectArray"
 W, H = 640, 480
@@ -259,7 +259,7 @@ def test_unusable_camera_info_logs_once_and_still_publishes(
     monkeypatch.setattr(messages, "_warned_camera_problems", set())
     face = _face("u", [10, 10, 60, 60], [[20, 30], [45, 30]], _affect())
     info = _info(store, k=np.zeros(9), d=np.zeros(0))
-    with caplog.at_level(logging.WARNING, logger="ros2_affect.ros.messages"):
+    with caplog.at_level(logging.WARNING, logger="ros2_affect.msgs.messages"):
         for _ in range(3):
             msg = build_face_affect_array(_result(face), None, mt, camera_info=info)
             assert len(msg.faces) == 1 and not msg.faces[0].has_direction

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from ros2_affect.errors import AssetMissingError, ConfigError
-from ros2_affect.ros import msg_types
-from ros2_affect.ros.msg_types import (
+from ros2_affect.msgs import msg_types
+from ros2_affect.msgs.msg_types import (
     AFFECT_MSG_DIR,
     ALL_AFFECT_MSG_NAMES,
     affect_msg_definitions,

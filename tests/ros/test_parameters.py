@@ -10,7 +10,7 @@ from ros2_affect import config as config_module
 from ros2_affect.assets import default_config_path
 from ros2_affect.config import PipelineConfig, flatten, load_parameter_file
 from ros2_affect.errors import ConfigError
-from ros2_affect.ros.parameters import (
+from ros2_affect.node.parameters import (
     NODE_PARAMETERS,
     TUNABLE_PIPELINE_PARAMETERS,
     NodeSettings,

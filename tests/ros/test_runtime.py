@@ -9,7 +9,7 @@ from typing import List
 import pytest
 
 from ros2_affect.errors import InvalidImageError
-from ros2_affect.ros.runtime import LatestSlot, ProblemLog, problem_key, sibling_topic
+from ros2_affect.node.runtime import LatestSlot, ProblemLog, problem_key, sibling_topic
 from tests.ros.helpers import ManualClock
 
 

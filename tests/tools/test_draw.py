@@ -11,8 +11,8 @@ import pytest
 from ros2_affect.config import PipelineConfig
 from ros2_affect.core.pipeline import create_pipeline
 from ros2_affect.core.types import Frame
+from ros2_affect.draw import VIDEO_CODECS, annotate, open_video_writer, va_marker_size
 from ros2_affect.tools.cli import main
-from ros2_affect.tools.draw import VIDEO_CODECS, annotate, open_video_writer, va_marker_size
 from ros2_affect.tools.inputs import open_input
 
 

@@ -13,8 +13,9 @@ import pytest
 
 from ros2_affect.bags.labels import LabelError
 from ros2_affect.bags.reader import BagReader
-from ros2_affect.bags.writer import FACES_TOPIC, storage_file
+from ros2_affect.bags.writer import storage_file
 from ros2_affect.errors import BagError
+from ros2_affect.msgs.msg_types import FACES_TOPIC
 from ros2_affect.tools.cli import main
 from ros2_affect.tools.evaluate_bag import evaluate, write_report
 from ros2_affect.tools.make_bag import make_bag

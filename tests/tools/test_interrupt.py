@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from ros2_affect.bags.reader import BagReader, create_bag_typestore
-from ros2_affect.bags.writer import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC, BagWriter
+from ros2_affect.bags.writer import BagWriter
+from ros2_affect.msgs.msg_types import FACE_AFFECT_ARRAY_MSGTYPE, FACES_TOPIC
 from ros2_affect.tools.evaluate_bag import evaluate
 from ros2_affect.tools.make_bag import make_bag
 

@@ -16,7 +16,7 @@ import yaml
 
 from ros2_affect.assets import default_config_path
 from ros2_affect.bags.reader import BagReader
-from ros2_affect.bags.writer import FACES_TOPIC
+from ros2_affect.msgs.msg_types import FACES_TOPIC
 from ros2_affect.tools.cli import main
 from ros2_affect.tools.make_bag import make_bag
 from tests.tools.test_bad_inputs import failing_frame_graph, fails

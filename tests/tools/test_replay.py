@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from ros2_affect.bags.reader import BagReader, create_bag_typestore
-from ros2_affect.bags.writer import FACES_TOPIC, BagWriter, copy_topics, storage_file
+from ros2_affect.bags.writer import BagWriter, copy_topics, storage_file
 from ros2_affect.errors import BagError
+from ros2_affect.msgs.msg_types import FACES_TOPIC
 from ros2_affect.tools.cli import main
 from ros2_affect.tools.replay import replay
 from tests.bags.helpers import MODEL_ID, THIRD_PARTY_BAGS, pipeline_config

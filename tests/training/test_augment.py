@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_affect.core.preprocess import to_model_input
+from ros2_affect.backends.preprocess import to_model_input
 from training.augment import AugmentConfig, augment_batch, normalize, random_affine, to_float_batch
 from training.config import load_train_config
 from training.sequences import SequenceAugmentConfig, make_sequences

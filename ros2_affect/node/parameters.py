@@ -1,6 +1,6 @@
 """The node's ROS parameters: what is declared, with which ranges, and what a change needs.
 
-Pure Python (no rclpy), so it is tested here; :mod:`ros2_affect.ros.node` turns each
+Pure Python (no rclpy), so it is tested here; :mod:`ros2_affect.node.node` turns each
 :class:`ParameterSpec` into an ``rcl_interfaces/ParameterDescriptor``.
 
 Two groups of parameters, both in ``config/affect.yaml``:
@@ -387,7 +387,7 @@ def validate_changes(current: Mapping[str, Any], changes: Mapping[str, Any]) -> 
 
 
 def markdown_table() -> str:
-    """The parameter reference as a Markdown table (``python -m ros2_affect.ros.parameters``)."""
+    """The parameter reference as a Markdown table (``python -m ros2_affect.node.parameters``)."""
     rows = ["| parameter | type | default | accepted | at run time | description |", "|---|---|---|---|---|---|"]
     for spec in all_parameter_specs():
         if spec.choices:

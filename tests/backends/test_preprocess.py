@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ros2_affect.core.preprocess import flip_horizontal, to_model_input
+from ros2_affect.backends.preprocess import flip_horizontal, to_model_input
 from ros2_affect.errors import InvalidImageError
 
 

@@ -52,7 +52,7 @@ class MessageTypes:
 
 
 def rosbags_message_types(typestore: Any) -> MessageTypes:
-    """Message classes of a rosbags typestore (see :func:`ros2_affect.ros.msg_types.create_typestore`)."""
+    """Message classes of a rosbags typestore (see :func:`ros2_affect.msgs.msg_types.create_typestore`)."""
     types = typestore.types
     return MessageTypes(
         FaceAffect=types["affect_msgs/msg/FaceAffect"],

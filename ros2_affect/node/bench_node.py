@@ -1,6 +1,6 @@
 """Node-level benchmark: affect_node as a process, fed 640x480 camera images over real DDS.
 
-    python -m ros2_affect.ros.bench_node [--rates 15 30] [--faces 1 4] [--seconds 20]
+    python -m ros2_affect.node.bench_node [--rates 15 30] [--faces 1 4] [--seconds 20]
                                           [--transport default shipped] [--markdown]
     (``make bench-node`` runs it in the real-rclpy environment, .venv-ros)
 
@@ -31,7 +31,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TRANSPORT_PROFILES = {"default": None, "shipped": "fastdds_large_images.xml"}
 
 
@@ -187,7 +186,7 @@ def _markdown(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ros2_affect.ros.bench_node", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ros2_affect.node.bench_node", description=__doc__.split("\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[15.0, 30.0], help="publish rates, Hz")
     parser.add_argument("--faces", type=int, nargs="+", default=[1, 4], help="faces per frame")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per configuration")
@@ -209,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for faces in args.faces:
             for rate in args.rates:
                 domain = 1 + domain % 100
-                worker = [sys.executable, "-m", "ros2_affect.ros.bench_node", "--worker", transport, str(faces),
+                worker = [sys.executable, "-m", "ros2_affect.node.bench_node", "--worker", transport, str(faces),
                           str(rate), str(args.seconds), str(args.warmup), str(domain)]
                 done = subprocess.run(worker, capture_output=True, text=True, env=_environment(domain, transport))
                 lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

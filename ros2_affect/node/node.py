@@ -1,20 +1,20 @@
 """``affect_node``: camera images in, per-face expression and valence/arousal out (rclpy).
 
 A thin adapter around :class:`ros2_affect.core.pipeline.AffectPipeline`; everything that
-can be tested without ROS lives in :mod:`~ros2_affect.ros.parameters`,
-:mod:`~ros2_affect.ros.conversions`, :mod:`~ros2_affect.ros.messages`,
-:mod:`~ros2_affect.ros.diagnostics`, :mod:`~ros2_affect.ros.hri` and
-:mod:`~ros2_affect.ros.runtime`.
+can be tested without ROS lives in :mod:`~ros2_affect.node.parameters`,
+:mod:`~ros2_affect.msgs.conversions`, :mod:`~ros2_affect.msgs.messages`,
+:mod:`~ros2_affect.node.diagnostics`, :mod:`~ros2_affect.node.hri` and
+:mod:`~ros2_affect.node.runtime`.
 
 Topics (relative names resolve in the node's namespace and can be remapped):
 
 * subscribes ``image`` (sensor_msgs/Image) or ``image/compressed``
   (sensor_msgs/CompressedImage) with sensor-data QoS (overridable through the
   ``qos_overrides.<topic>.subscription.*`` parameters), and with ``use_camera_info``
-  also ``camera_info`` (paired with images by stamp, :class:`~ros2_affect.ros.runtime.CameraInfoCache`);
+  also ``camera_info`` (paired with images by stamp, :class:`~ros2_affect.node.runtime.CameraInfoCache`);
 * publishes ``~/faces`` (affect_msgs/FaceAffectArray, one per processed image, empty when
   nobody is visible), ``~/debug_image`` (optional), ``/diagnostics``, and REP-155 topics
-  under ``/humans/faces`` when hri_msgs is installed (``hri_mode``, :mod:`~ros2_affect.ros.hri`).
+  under ``/humans/faces`` when hri_msgs is installed (``hri_mode``, :mod:`~ros2_affect.node.hri`).
 
 Why a plain Node and not a lifecycle node: the node has one expensive step (loading the
 models), done once in the constructor, and no hardware to hand back; a failure there
@@ -24,7 +24,7 @@ a perception node need. The constructor is split so a lifecycle wrapper would on
 to call ``_configure`` / ``_activate`` from its transitions.
 
 Processing model: the subscription callback only stores the newest image in a one-slot
-mailbox (:class:`~ros2_affect.ros.runtime.LatestSlot`); a worker thread takes it,
+mailbox (:class:`~ros2_affect.node.runtime.LatestSlot`); a worker thread takes it,
 converts, runs the pipeline and publishes. When processing is slower than the camera,
 older images are dropped (counted in diagnostics) instead of queueing up latency.
 Callbacks never raise: image faults are logged once per kind (throttled) and skipped.
@@ -54,9 +54,16 @@ from std_msgs.msg import Header
 from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import Frame, FrameResult
 from ros2_affect.errors import AffectError, ConfigError, InvalidCameraInfoError, InvalidImageError
-from ros2_affect.ros import diagnostics
-from ros2_affect.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb
-from ros2_affect.ros.hri import (
+from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+from ros2_affect.msgs.messages import (
+    CameraModel,
+    build_face_affect_array,
+    camera_model_from_info,
+    rclpy_message_types,
+    stamp_ns_of,
+)
+from ros2_affect.node import diagnostics
+from ros2_affect.node.hri import (
     HriRoi,
     TrackedIds,
     crop_box_px,
@@ -65,14 +72,7 @@ from ros2_affect.ros.hri import (
     hri_roi,
     match_faces_to_rois,
 )
-from ros2_affect.ros.messages import (
-    CameraModel,
-    build_face_affect_array,
-    camera_model_from_info,
-    rclpy_message_types,
-    stamp_ns_of,
-)
-from ros2_affect.ros.parameters import (
+from ros2_affect.node.parameters import (
     NodeSettings,
     ParameterSpec,
     all_parameter_specs,
@@ -80,7 +80,7 @@ from ros2_affect.ros.parameters import (
     pipeline_config_from_parameters,
     validate_changes,
 )
-from ros2_affect.ros.runtime import CameraInfoCache, LatestSlot, ProblemLog, problem_key, sibling_topic
+from ros2_affect.node.runtime import CameraInfoCache, LatestSlot, ProblemLog, problem_key, sibling_topic
 
 NODE_NAME = "affect_node"
 
@@ -339,7 +339,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         self._stats.record_processed(latency_ms, len(result.faces))
 
     def _publish_debug(self, rgb: Any, result: FrameResult, header: Any) -> None:
-        from ros2_affect.tools.draw import annotate  # the same drawing as `ros2-affect run`
+        from ros2_affect.draw import annotate  # the same drawing as `ros2-affect run`
 
         canvas = annotate(rgb, result)
         height, width = canvas.shape[:2]
@@ -389,7 +389,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
 
 
 class _HriOutput:
-    """REP-155 topics (see :mod:`ros2_affect.ros.hri` for the two modes).
+    """REP-155 topics (see :mod:`ros2_affect.node.hri` for the two modes).
 
     The worker thread only hands results over (:meth:`submit`); publishing and creating
     or destroying per-face publishers and subscriptions happen in :meth:`_flush`, a guard

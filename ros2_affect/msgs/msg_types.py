@@ -27,6 +27,11 @@ from typing import Any, Dict, List, Optional
 from ros2_affect.errors import AssetMissingError, ConfigError
 
 #: The interface package's name.
+
+#: Where the node publishes (its ``~/faces``) and where the bag tools write and read results.
+FACES_TOPIC = "/affect_node/faces"
+FACE_AFFECT_ARRAY_MSGTYPE = "affect_msgs/msg/FaceAffectArray"
+
 AFFECT_MSGS_PACKAGE = "affect_msgs"
 #: The messages the node publishes; a directory without them is not an affect_msgs/msg.
 AFFECT_MSG_NAMES = ("FaceAffect", "FaceAffectArray")

@@ -1,6 +1,6 @@
 """Pure-Python parts of the node's run loop: the newest-frame slot and throttled problem logs.
 
-Kept out of :mod:`ros2_affect.ros.node` so they are tested without rclpy.
+Kept out of :mod:`ros2_affect.node.node` so they are tested without rclpy.
 """
 
 from __future__ import annotations
