@@ -14,12 +14,12 @@ wrong, instead of crashing or producing a shifted image. The final channel conve
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import cv2
 import numpy as np
 
-from ros2_affect.core.image import as_rgb
+from ros2_affect.core.image import as_rgb, encoded_image_size
 from ros2_affect.errors import InvalidImageError
 
 #: encoding -> (channels, bytes per channel) of the raw encodings accepted.
@@ -46,46 +46,9 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: kill on a small robot computer) before it notices that the data ends.
 MAX_COMPRESSED_PIXELS = 8192 * 8192
 
-#: JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic).
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_size(buf: np.ndarray) -> Optional[Tuple[int, int]]:
-    """``(width, height)`` from the first SOF segment, or None when none precedes the scan."""
-    data = buf[:65536].tobytes()  # headers (incl. EXIF thumbnails) fit; stops at the scan anyway
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            return None
-        if marker in _JPEG_SOF:
-            if i + 9 > n:
-                return None
-            height = (data[i + 5] << 8) | data[i + 6]
-            width = (data[i + 7] << 8) | data[i + 8]
-            return width, height
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
-    return None
-
-
-def _png_size(buf: np.ndarray) -> Optional[Tuple[int, int]]:
-    """``(width, height)`` from the IHDR chunk (always the first), or None."""
-    head = buf[:24].tobytes()
-    if len(head) < 24 or head[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-
-
 def _check_header_size(buf: np.ndarray, kind: str, fmt: str) -> None:
-    size = _jpeg_size(buf) if kind == "JPEG" else _png_size(buf)
+    # The header parser image files use too (core.image): one reading of JPEG/PNG headers.
+    _, size = encoded_image_size(buf[:65536].tobytes())  # headers (EXIF thumbnails too) fit in 64 KB
     if size is None:
         raise InvalidImageError(
             f"CompressedImage ({fmt!r}, {buf.size} bytes) cannot be decoded: no {kind} "
