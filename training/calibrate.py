@@ -7,7 +7,10 @@ Usage::
         [--split-file training/splits/affectnet_val_dev.json --fit-part val --report-part test] \
         [--out X_calibrated.onnx] [--overwrite] [--json]
 
-Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017):
+``--model`` is a frame graph or a temporal model's ``X_sequence.onnx`` (its
+``X_encoder.onnx`` beside it; each face's feature is repeated ``T`` times, as the runtime
+does for a face seen once; the temperature goes into the sequence head, whose logits it
+scales). Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017):
 one scalar ``T > 0`` that minimises the negative log-likelihood of ``softmax(logits / T)``
 on validation faces; the argmax (the predicted class) never changes. ``T`` is stored in the
 model metadata as ``ros2_affect.temperature`` (contract: :mod:`ros2_affect.backends.base`),
@@ -138,20 +141,47 @@ def calibrate(
 # -- data -------------------------------------------------------------------------------------
 
 
+def encoder_path(sequence_path: Union[str, Path]) -> Path:
+    """The encoder graph exported beside a sequence head: ``X_sequence.onnx`` -> ``X_encoder.onnx``."""
+    p = Path(sequence_path)
+    if not p.name.endswith("_sequence.onnx"):
+        raise ConfigError(f"{p} is a sequence head but not named *_sequence.onnx; its *_encoder.onnx is not known")
+    return p.with_name(p.name[: -len("_sequence.onnx")] + "_encoder.onnx")
+
+
 def model_logits(model_path: Union[str, Path], crops: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Raw ``(N, K)`` logits of a frame graph (no temperature) for ``(N, S, S, C)`` uint8 crops."""
+    """Raw ``(N, K)`` logits (no temperature) for ``(N, S, S, C)`` uint8 crops, one face each.
+
+    A frame graph runs the crops. A sequence head (``X_sequence.onnx``, with
+    ``X_encoder.onnx`` beside it) gets each face's encoder feature repeated ``T`` times:
+    what the runtime feeds it for a face seen once (its buffer repeats the oldest item to
+    fill the sequence), e.g. every photo of a folder.
+    """
     from ros2_affect.backends import create_backend
     from ros2_affect.backends.preprocess import to_model_input
 
-    session = create_backend("onnxruntime", device="cpu", threads=2).load(Path(model_path), "frame", batch)
+    backend = create_backend("onnxruntime", device="cpu", threads=2)
+    role = read_onnx_metadata(model_path).role
+    if role == "frame":
+        sessions = [backend.load(Path(model_path), "frame", batch)]
+    else:
+        sessions = [backend.load(encoder_path(model_path), "encoder", batch),
+                    backend.load(Path(model_path), "sequence", batch)]
     try:
-        meta = session.metadata
-        out = [
-            session.run(to_model_input(crops[i : i + batch], meta.mean, meta.std))["logits"]
-            for i in range(0, len(crops), batch)
-        ]
+        first = sessions[0].metadata
+        out = []
+        for i in range(0, len(crops), batch):
+            x = to_model_input(crops[i : i + batch], first.mean, first.std)
+            if role == "frame":
+                out.append(sessions[0].run(x)["logits"])
+            else:
+                feats = sessions[0].run(x)["features"]
+                t = sessions[1].metadata.sequence_length
+                seq = np.ascontiguousarray(np.repeat(feats[:, None, :], t, axis=1), dtype=np.float32)
+                out.append(sessions[1].run(seq)["logits"])
     finally:
-        session.close()
+        for session in sessions:
+            session.close()
     return np.concatenate(out).astype(np.float64)
 
 
@@ -179,11 +209,13 @@ def load_parts(
     from training.multitask import open_affectnet, part_indices
 
     meta = read_onnx_metadata(model_path)
-    if meta.role != "frame":
+    if meta.role == "encoder":
         raise ConfigError(
-            f"{model_path} is a {meta.role!r} graph; training.calibrate fits frame models (a temporal model's "
-            "sequence head is not supported yet)"
+            f"{model_path} is an encoder graph (no logits); calibrate the temporal model's *_sequence.onnx, "
+            "the graph with the logits"
         )
+    if meta.role == "sequence":
+        meta = replace(read_onnx_metadata(encoder_path(model_path)), class_names=meta.class_names)
     fields = {k: v for k, v in meta.alignment.items() if k in AlignmentConfig.__dataclass_fields__}
     alignment = replace(AlignmentConfig(**fields), output_size_px=meta.input_size, grayscale=meta.channels == 1)
     photos = open_affectnet(data, include_contempt=True, alignment=alignment)
@@ -261,7 +293,8 @@ def write_calibrated(model: Union[str, Path], out: Union[str, Path], temperature
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="float frame graph (.onnx)")
+    parser.add_argument("--model", required=True,
+                        help="float frame graph, or a temporal model's X_sequence.onnx (X_encoder.onnx beside it)")
     parser.add_argument("--data", required=True, help="affectnet-val-dev.tar.gz, its folder, or a labels.csv")
     parser.add_argument("--split-file", default="training/splits/affectnet_val_dev.json",
                         help="train/val/test ids; 'none': stratified seeded halves of --data")

@@ -290,3 +290,28 @@ def test_calibrated_file_refuses_a_bad_temperature(tmp_path: Path) -> None:
     assert again.temperature == 2.0
     with pytest.raises(ModelContractError, match=r"temperature = '0'"):
         read_onnx_metadata(write_graph(tmp_path / "z.onnx", "frame", props={"temperature": "0"}))
+
+
+def test_calibrate_a_temporal_models_sequence_head(
+    tmp_path: Path, affectnet_tarball: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ros2_affect.backends import create_backend
+    from ros2_affect.core.affect_model import AffectModel
+    from tests.backends.affect_graphs import write_graph
+    from training import calibrate
+
+    aff = _extract_affectnet(affectnet_tarball, tmp_path / "affectnet", {"val": 2, "test": 2})
+    models = tmp_path / "models"
+    models.mkdir()
+    encoder = write_graph(models / "rnn_encoder.onnx", "encoder", dim=16, model_id="rnn-1")
+    sequence = write_graph(models / "rnn_sequence.onnx", "sequence", length=4, dim=16, model_id="rnn-1")
+    base = ["--data", str(aff), "--split-file", str(aff / "split.json"), "--json"]
+    assert calibrate.main(["--model", str(encoder), *base]) == 1
+    assert "is an encoder graph (no logits); calibrate the temporal model's *_sequence.onnx" in capsys.readouterr().err
+    assert calibrate.main(["--model", str(sequence), *base]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["out"] == str(models / "rnn_sequence_calibrated.onnx") and report["n_fit"] == 14
+    backend = create_backend("onnxruntime")
+    model = AffectModel(encoder=backend.load(encoder, "encoder", 8),
+                        sequence=backend.load(models / "rnn_sequence_calibrated.onnx", "sequence", 8))
+    assert model.temperature == pytest.approx(report["temperature"])
