@@ -403,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="--mode pipeline: runtime parameter file (default: the packaged one)"
     )
     photos.add_argument("--limit", type=int, help="at most this many photos (quick checks)")
+    photos.add_argument("--split", type=Path, help="a split file (training/splits/*.json): score only --part of it")
+    photos.add_argument("--part", help="the part of --split to score: train, val or test (the held-out part)")
     photos.add_argument(
         "--out", type=Path, help="write metrics.json, predictions.csv, confusion_matrix.png, valence_arousal.png here"
     )
@@ -459,12 +461,13 @@ def _main_photos(args: argparse.Namespace) -> int:
             raise ValueError(f"--limit = {args.limit}; pass a number of photos >= 1")
         # checked before any work: not an input, an existing folder only with --overwrite
         target = (
-            report_target(args.out, args.overwrite, [args.labels, args.images, args.model, args.config])
+            report_target(args.out, args.overwrite, [args.labels, args.images, args.model, args.config, args.split])
             if args.out is not None
             else None
         )
         report, pred, data = evaluate_photos(
-            args.model, args.labels, args.images, args.mode, args.crop, args.config, args.limit, args.tta
+            args.model, args.labels, args.images, args.mode, args.crop, args.config, args.limit, args.tta,
+            args.split, args.part,
         )
         if target is not None:
             report["files"] = [str(p) for p in write_outputs(report, pred, data, target)]

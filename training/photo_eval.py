@@ -279,8 +279,14 @@ def evaluate_photos(
     config_path: Optional[Path] = None,
     limit: Optional[int] = None,
     tta: str = "none",
+    split_file: Optional[Union[str, Path]] = None,
+    part: Optional[str] = None,
 ) -> Tuple[Dict[str, Any], PhotoPredictions, AffectNetPhotos]:
     """Predict and score every photo of ``labels_csv``; returns (report, predictions, table).
+
+    ``split_file`` and ``part``: only the photos of that part of a split file
+    (:mod:`training.data.splits`, ids are the image file names without suffix), e.g. the
+    held-out ``test`` part of ``training/splits/affectnet_val_dev.json``.
 
     Raises:
         DatasetError: the table is unreadable or has no usable row.
@@ -299,6 +305,7 @@ def evaluate_photos(
             data = AffectNetPhotos(
                 labels_csv, images_root, _alignment_for(model), include_contempt=True, crop=crop, limit=limit
             )
+            data = _split_part(data, split_file, part, limit)
             pred = predict_crops(model, data)
         finally:
             model.close()
@@ -308,6 +315,7 @@ def evaluate_photos(
         config = pipeline_config(model_path, config_path, tta)
         with create_pipeline(config, tracker_seed=0) as pipeline:
             data = AffectNetPhotos(labels_csv, images_root, include_contempt=True, limit=limit)
+            data = _split_part(data, split_file, part, limit)
             pred = predict_pipeline(pipeline, data)
     labels = data.expressions
     va_true = data.va.astype(np.float64)
@@ -323,6 +331,7 @@ def evaluate_photos(
         "crop": crop if mode == "crops" else "pipeline (detect, refine eyes, align)",
         "tta": tta,
         "labels": str(labels_csv),
+        "split": {"file": str(split_file), "part": part} if split_file is not None else None,
         "images_root": str(data.images_root),
         "photos": {
             "rows_used": len(data),
@@ -342,6 +351,25 @@ def evaluate_photos(
         report["detected"] = score(labels, va_true, pred, found)
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report, pred, data
+
+
+def _split_part(
+    data: AffectNetPhotos, split_file: Optional[Union[str, Path]], part: Optional[str], limit: Optional[int]
+) -> AffectNetPhotos:
+    """The rows of ``part`` of ``split_file`` (both or neither must be given)."""
+    if split_file is None and part is None:
+        return data
+    if split_file is None or part is None:
+        raise ConfigError("--split and --part go together: pass the split file and the part (train, val or test)")
+    if limit is not None:
+        raise ConfigError("--limit and --split do not go together: a split part needs the whole table")
+    from training.data.splits import PARTS, load_split_file
+    from training.multitask import part_indices
+
+    if part not in PARTS:
+        raise ConfigError(f"--part {part!r} is not a part of a split file; choose one of {list(PARTS)}")
+    ids = load_split_file(split_file)[part]
+    return data.select(part_indices(data, ids, part, split_file))
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import scipy.stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS
-from ros2_affect.errors import DatasetError
+from ros2_affect.errors import ConfigError, DatasetError
 from training import evaluate
 from training.data.affectnet import AffectNetPhotos
 from training.photo_eval import evaluate_photos
@@ -199,3 +199,20 @@ def test_cli_writes_the_report_and_never_overwrites_without_asking(
     assert metrics["mode"] == "pipeline" and metrics["tta"] == "flip"
     assert evaluate.main(["--model", str(FRAME), "--labels", str(photos), "--out", str(photos.parent)]) == 1
     assert "holds the input" in capsys.readouterr().err
+
+
+def test_one_part_of_a_split_file(photos: Path, tmp_path: Path) -> None:
+    rows = _rows(photos)
+    ids = [Path(r["image"]).stem for r in rows]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ids[:200], "val": ids[200:260], "test": ids[260:]}))
+    report, pred, data = evaluate_photos(FRAME, photos, mode="crops", split_file=split, part="test")
+    assert report["photos"]["read"] == len(ids) - 260 and report["split"] == {"file": str(split), "part": "test"}
+    assert [Path(k).stem for k in data.keys] == ids[260:]
+    alone, pred_alone, _ = evaluate_photos(FRAME, _write(tmp_path / "test.csv", rows[260:]), images_root=photos.parent)
+    np.testing.assert_array_equal(pred.probabilities, pred_alone.probabilities)
+    assert report["all"] == alone["all"]
+    with pytest.raises(ConfigError, match=r"--limit and --split do not go together"):
+        evaluate_photos(FRAME, photos, split_file=split, part="test", limit=10)
+    with pytest.raises(ConfigError, match=r"--part 'dev' is not a part of a split file"):
+        evaluate_photos(FRAME, photos, split_file=split, part="dev")

@@ -20,10 +20,11 @@ landmark eyes (mean of points 36-41 and 42-47) and the annotated face box.
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -339,6 +340,17 @@ class AffectNetPhotos(FaceDataset):
         self.expressions = np.asarray(expressions, dtype=np.int64)
         self.va = np.asarray(va, dtype=np.float32).reshape(-1, 2)
         self.landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 68, 2)
+
+    def select(self, indices: Sequence[int]) -> AffectNetPhotos:
+        """A copy holding only the rows ``indices`` (in that order), e.g. one part of a split."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = copy.copy(self)
+        out.paths = [self.paths[i] for i in idx]
+        out.keys = [self.keys[i] for i in idx]
+        out.expressions = self.expressions[idx]
+        out.va = self.va[idx]
+        out.landmarks = self.landmarks[idx]
+        return out
 
     def read_image(self, index: int) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB photo ``index`` (raises DatasetError when unreadable)."""
