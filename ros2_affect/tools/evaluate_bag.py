@@ -508,9 +508,26 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def labelled_photos_hint(path: Path) -> Optional[str]:
+    """Why ``path`` is not evaluated here when it looks like labelled photos (a ``.csv`` table, or
+    a folder with ``labels.csv`` and no bag in it), and the command that scores them; else None."""
+    path = Path(path)
+    table = path if path.suffix.lower() == ".csv" else path / "labels.csv"
+    if not table.is_file() or (path.is_dir() and (path / "metadata.yaml").exists()):
+        return None
+    return (
+        f"{str(path)!r} looks like labelled photos ({table.name}), not a bag: `ros2-affect evaluate` scores the "
+        f"predictions in a bag. Score photos with `python -m training.evaluate --model MODEL.onnx --labels {table} "
+        "[--mode pipeline] --out DIR` (make setup-dev; see docs/training.md)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.tolerance_ms < 0:
         raise BagError(f"--tolerance-ms {args.tolerance_ms} is negative; pass 0 (exact) or a positive tolerance")
+    hint = labelled_photos_hint(args.bag)
+    if hint is not None:
+        raise BagError(hint)
     # checked before any work: not an input, not an existing report without --overwrite
     target = report_target(args.out, args.overwrite, [args.bag, args.labels, args.input_bag])
     evaluation = evaluate(

@@ -192,3 +192,15 @@ def test_errors_name_what_is_missing(afew: Dict[str, Path], tmp_path: Path, caps
         capsys.readouterr().err
     )
     assert not (tmp_path / "e").exists()
+
+
+def test_labelled_photos_are_pointed_to_training_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "labels.csv").write_text("image,expression,valence,arousal\nimages/0.jpg,happy,0.5,0.2\n")
+    for given in (photos, photos / "labels.csv"):
+        assert main(["evaluate", str(given), "--out", str(tmp_path / "report")]) == 1
+        err = capsys.readouterr().err
+        assert "looks like labelled photos (labels.csv), not a bag" in err
+        assert f"python -m training.evaluate --model MODEL.onnx --labels {photos / 'labels.csv'}" in err
+    assert not (tmp_path / "report").exists()
