@@ -102,9 +102,9 @@ class BagImage:
         Raises:
             InvalidImageError: an unsupported encoding or undecodable data.
         """
-        from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+        from ros2_affect.msgs.frame_processor import decode_image_msg
 
-        return compressed_msg_to_rgb(self.msg) if self.compressed else image_msg_to_rgb(self.msg)
+        return decode_image_msg(self.msg)
 
 
 def _describe_failure(exc: BaseException) -> str:

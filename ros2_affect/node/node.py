@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import array
 import threading
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import rclpy
@@ -52,16 +51,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros2_affect.config import PipelineConfig
-from ros2_affect.core.types import Frame, FrameResult
-from ros2_affect.errors import AffectError, ConfigError, InvalidCameraInfoError, InvalidImageError
-from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
-from ros2_affect.msgs.messages import (
-    CameraModel,
-    build_face_affect_array,
-    camera_model_from_info,
-    rclpy_message_types,
-    stamp_ns_of,
-)
+from ros2_affect.core.types import FrameResult
+from ros2_affect.errors import AffectError, ConfigError, InvalidImageError
+from ros2_affect.msgs.frame_processor import FrameProcessor
+from ros2_affect.msgs.messages import rclpy_message_types, stamp_ns_of
 from ros2_affect.node import diagnostics
 from ros2_affect.node.hri import (
     HriRoi,
@@ -148,10 +141,8 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         self._pipeline_lock = threading.Lock()
         self._debug_lock = threading.Lock()
         self._pending_config: Optional[PipelineConfig] = None
-        self._last_stamp_ns: Optional[int] = None
         self._previous_snapshot: Optional[diagnostics.StatisticsSnapshot] = None
         self._camera_infos: Optional[CameraInfoCache] = None
-        self._camera_model: Optional[Tuple[int, int, Any, CameraModel]] = None
         self._configure()
         self._activate()
 
@@ -170,6 +161,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
 
         self._pipeline = create_pipeline(pipeline_config_from_parameters(values))
         self._msg_types = rclpy_message_types()
+        self._processor = FrameProcessor(self._pipeline, self._msg_types, on_time_jump=self._on_time_jump)
         self._faces_pub = self.create_publisher(self._msg_types.FaceAffectArray, "~/faces", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._debug_pub: Optional[Any] = None
@@ -271,6 +263,10 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
                 self._stats.record_processing_error(message)
                 self._problems.report(problem_key(exc, "process"), message)
 
+    def _on_time_jump(self, previous_ns: int, stamp_ns: int) -> None:
+        # A bag looping or a clock reset: old tracks would match across the jump.
+        self.get_logger().info(f"image stamps went backwards ({previous_ns} -> {stamp_ns} ns); resetting tracks")
+
     def _apply_pending_config(self) -> None:
         with self._pipeline_lock:
             config, self._pending_config = self._pending_config, None
@@ -284,59 +280,44 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
             self.get_logger().error(f"could not rebuild the pipeline, keeping the previous settings: {exc}")
             return
         old, self._pipeline = self._pipeline, new
+        self._processor.pipeline = new
+        self._processor.reset()
         old.close()
-        self._last_stamp_ns = None
 
-    def _camera_model_for(self, msg: Any, stamp_ns: int, width: int, height: int) -> Optional[CameraModel]:
-        """The viewing-ray model of this image's camera_info, or None (the reason goes to diagnostics)."""
+    def _camera_info_for(self, msg: Any) -> Tuple[Optional[Any], str]:
+        """The camera_info stamped like this image, or None and why (without use_camera_info: None, "")."""
         if self._camera_infos is None:
-            return None
-        info, problem = self._camera_infos.match(stamp_ns)
-        model: Optional[CameraModel] = None
-        if info is not None:
-            cached = self._camera_model
-            if cached is not None and cached[:3] == (width, height, info):
-                model = cached[3]
-            else:
-                try:
-                    model = camera_model_from_info(info, width, height)
-                    self._camera_model = (width, height, info, model)
-                except InvalidCameraInfoError as exc:
-                    problem = f"camera_info on {self._info_sub.topic_name} is not usable: {exc}"
-        if problem and "camera_info on" not in problem:
-            problem = f"{problem} (on {self._info_sub.topic_name})"
-        self._stats.record_camera_info(problem)
+            return None, ""
+        info, problem = self._camera_infos.match(stamp_ns_of(msg.header.stamp))
+        return info, problem
+
+    def _report_camera_info(self, problem: str) -> None:
+        if self._camera_infos is None:
+            return
         if problem:
-            key = f"camera_info:{problem.split(';')[0][:40]}"
+            problem = f"{problem} (on {self._info_sub.topic_name})"
+            key = f"camera_info:{problem.split(';')[0].split(':')[0][:40]}"
             self._problems.report(key, f"faces have no viewing direction: {problem}")
-        return model
+        self._stats.record_camera_info(problem)
 
     def _process(self, msg: Any) -> None:
-        start = time.perf_counter()
         encoding = getattr(msg, "encoding", getattr(msg, "format", "?"))
+        info, problem = self._camera_info_for(msg)
         try:
-            rgb = compressed_msg_to_rgb(msg) if hasattr(msg, "format") else image_msg_to_rgb(msg)
+            processed = self._processor.process(msg, info, camera_problem=problem)
         except InvalidImageError as exc:
             self._stats.record_conversion_error(str(exc))
             self._problems.report(problem_key(exc, encoding), f"skipping image: {exc}")
             return
-        stamp_ns = stamp_ns_of(msg.header.stamp)
-        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            # A bag looping or a clock reset: old tracks would match across the jump.
-            self.get_logger().info("image stamps went backwards; resetting tracks")
-            self._pipeline.reset()
-        self._last_stamp_ns = stamp_ns
-        result = self._pipeline.process(Frame(image=rgb, stamp_ns=stamp_ns, frame_id=msg.header.frame_id))
-        camera = self._camera_model_for(msg, stamp_ns, int(rgb.shape[1]), int(rgb.shape[0]))
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        out = build_face_affect_array(result, msg.header, self._msg_types, camera_info=camera, latency_ms=latency_ms)
-        self._faces_pub.publish(out)
+        self._faces_pub.publish(processed.faces_msg)
+        self._report_camera_info(processed.camera_problem)
+        result = processed.result
         if self._hri is not None:
-            self._hri.submit(result, msg.header, rgb, self._pipeline.confirmed_track_ids)
+            self._hri.submit(result, msg.header, processed.rgb, self._pipeline.confirmed_track_ids)
         with self._debug_lock:
             if self._debug_pub is not None:
-                self._publish_debug(rgb, result, msg.header)
-        self._stats.record_processed(latency_ms, len(result.faces))
+                self._publish_debug(processed.rgb, result, msg.header)
+        self._stats.record_processed(processed.faces_msg.processing_latency_ms, len(result.faces))
 
     def _publish_debug(self, rgb: Any, result: FrameResult, header: Any) -> None:
         from ros2_affect.draw import annotate  # the same drawing as `ros2-affect run`

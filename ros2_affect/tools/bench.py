@@ -206,6 +206,7 @@ class MessageKit:
         self.Header = store.types["std_msgs/msg/Header"]
         self.Time = store.types["builtin_interfaces/msg/Time"]
         self.out = rosbags_message_types(store)
+        self._processor: Any = None  # the FrameProcessor of the pipeline last timed
 
     def image(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera_optical_frame") -> Any:
         """The message a camera driver would publish for ``rgb`` (no row padding)."""
@@ -221,10 +222,13 @@ class MessageKit:
         return self.Image(header=header, height=h, width=w, encoding=self.encoding, is_bigendian=0, step=w * 3,
                           data=np.ascontiguousarray(pixels).reshape(-1).copy())
 
-    def decode(self, msg: Any) -> np.ndarray:
-        from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+    def processor_for(self, pipeline: Any) -> Any:
+        """The :class:`~ros2_affect.msgs.frame_processor.FrameProcessor` of ``pipeline`` (one per pipeline)."""
+        from ros2_affect.msgs.frame_processor import FrameProcessor
 
-        return compressed_msg_to_rgb(msg) if self.encoding == "jpeg" else image_msg_to_rgb(msg)
+        if self._processor is None or self._processor.pipeline is not pipeline:
+            self._processor = FrameProcessor(pipeline, self.out)
+        return self._processor
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -241,32 +245,32 @@ class FrameTiming:
 
 
 def timed_frame(pipeline: Any, kit: MessageKit, msg: Any, stamp_ns: int) -> Tuple[FrameTiming, Any]:
-    """Decode -> pipeline -> message for one image message; returns the timing and the result."""
-    from ros2_affect.core.types import Frame
-    from ros2_affect.msgs.messages import build_face_affect_array
+    """One image message through the front ends' shared path (decode -> pipeline -> message), timed.
 
+    ``stamp_ns`` is the stamp already in ``msg``'s header (kept for the callers' bookkeeping).
+    """
+    processor = kit.processor_for(pipeline)
     c0 = time.process_time()
     t0 = time.perf_counter()
-    rgb = kit.decode(msg)
-    t1 = time.perf_counter()
-    result = pipeline.process(Frame(rgb, stamp_ns, msg.header.frame_id))
-    t2 = time.perf_counter()
-    build_face_affect_array(result, msg.header, kit.out)
+    processed = processor.process(msg)
     t3 = time.perf_counter()
     cpu_ms = (time.process_time() - c0) * 1e3
+    result = processed.result
     stage = result.stage_ms
+    pipeline_ms = float(stage.get("total", 0.0))
     named = sum(float(stage.get(k, 0.0)) for k in ("detect", "landmarks", "align", "track", "infer"))
+    total_ms = (t3 - t0) * 1e3
     stages = {
-        "decode": (t1 - t0) * 1e3,
+        "decode": processed.decode_ms,
         "detect": float(stage.get("detect", 0.0)),
         "landmarks": float(stage.get("landmarks", 0.0)),
         "align": float(stage.get("align", 0.0)),
         "track": float(stage.get("track", 0.0)),
         "infer": float(stage.get("infer", 0.0)),
-        "message": (t3 - t2) * 1e3,
-        "other": max(0.0, (t2 - t1) * 1e3 - named),
+        "message": max(0.0, total_ms - processed.decode_ms - pipeline_ms),
+        "other": max(0.0, pipeline_ms - named),
     }
-    return FrameTiming((t3 - t0) * 1e3, stages, len(result.faces), cpu_ms), result
+    return FrameTiming(total_ms, stages, len(result.faces), cpu_ms), result
 
 
 def summarize(timings: Sequence[FrameTiming]) -> Dict[str, Any]:

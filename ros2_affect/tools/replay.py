@@ -26,9 +26,9 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
-from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagImage, BagReader, create_bag_typestore, stamp_to_ns
+from ros2_affect.bags.reader import CAMERA_INFO_MSGTYPE, BagReader, create_bag_typestore
 from ros2_affect.bags.writer import (
     STOPPED_BY_KEY,
     STORAGES,
@@ -127,8 +127,8 @@ def replay(
         Interrupted: stopped by a signal (``stop_on_signals``), after keeping the partial bag.
     """
     from ros2_affect.core.pipeline import create_pipeline
-    from ros2_affect.core.types import Frame
-    from ros2_affect.msgs.messages import build_face_affect_array, rosbags_message_types
+    from ros2_affect.msgs.frame_processor import FrameProcessor
+    from ros2_affect.msgs.messages import rosbags_message_types
     from ros2_affect.outputs import StopSignals, check_not_an_input
 
     if latency not in LATENCY_MODES:
@@ -176,6 +176,14 @@ def replay(
             stack.callback(lambda: pipeline.close() if pipeline is not None else None)
             stack.callback(lambda: bar.close() if bar is not None else None)
             pipeline = create_pipeline(config, tracker_seed=seed)
+            processor = FrameProcessor(
+                pipeline,
+                msg_types,
+                on_time_jump=lambda before, after: LOG.warning(
+                    "image stamps go back in time (%d -> %d ns); restarting the tracks", before, after
+                ),
+            )
+            camera_problems: Set[str] = set()
             if progress:
                 from tqdm import tqdm
 
@@ -187,7 +195,6 @@ def replay(
                     if not add_copied_topic(writer, conn):
                         copy.remove(topic)
                 camera_info: Any = None
-                last_stamp: Optional[int] = None
                 index = -1
                 for message in bag.messages(read):
                     if stop.received:
@@ -206,39 +213,25 @@ def replay(
                     msg = bag.decode_or_skip(message)
                     if msg is None:  # logged and counted by the reader (--strict: an error)
                         continue
-                    header_ns = stamp_to_ns(msg.header.stamp)
-                    stamp_ns = header_ns if header_ns > 0 else message.bag_time_ns
                     result.images += 1
                     try:
-                        rgb = BagImage(
-                            index,
-                            info.name,
-                            info.msgtype,
-                            stamp_ns,
-                            message.bag_time_ns,
-                            str(msg.header.frame_id),
-                            header_ns > 0,
+                        processed = processor.process(
                             msg,
-                            message.data,
-                        ).to_rgb()
+                            camera_info,
+                            fallback_stamp_ns=message.bag_time_ns,
+                            latency_ms=0.0 if latency == "zero" else None,
+                        )
                     except InvalidImageError as exc:
-                        LOG.warning("skipping image %d of %s (t=%d ns): %s", index, info.name, stamp_ns, exc)
+                        LOG.warning("skipping image %d of %s (t=%d ns): %s", index, info.name, message.bag_time_ns, exc)
                         result.skipped.append(f"{index}: {exc}")
                         continue
-                    if last_stamp is not None and stamp_ns < last_stamp:
-                        LOG.warning("image stamps go back in time at image %d; restarting the tracks", index)
-                        pipeline.reset()
-                    last_stamp = stamp_ns
-                    frame_result = pipeline.process(Frame(rgb, stamp_ns, str(msg.header.frame_id)))
-                    if header_ns == 0:
+                    if processed.camera_problem and processed.camera_problem not in camera_problems:
+                        camera_problems.add(processed.camera_problem)
+                        LOG.warning("no viewing rays: %s", processed.camera_problem)
+                    frame_result = processed.result
+                    if not processed.stamp_from_header:
                         result.stamps_from_bag_time += 1
-                    array = build_face_affect_array(
-                        frame_result,
-                        msg.header if header_ns > 0 else None,  # the header as is: bit-exact stamps
-                        msg_types,
-                        camera_info=camera_info,
-                        latency_ms=0.0 if latency == "zero" else None,
-                    )
+                    array = processed.faces_msg
                     writer.write(faces_topic, message.bag_time_ns, array)
                     result.arrays += 1
                     result.faces += len(frame_result.faces)

@@ -1,0 +1,152 @@
+"""One image message in, its pipeline result and FaceAffectArray out: the path every front end shares.
+
+The node (rclpy messages), ``ros2-affect replay`` and ``bench`` (rosbags messages) all turn a
+``sensor_msgs/Image`` or ``CompressedImage`` (and, when there is one, the image's
+``CameraInfo``) into a :class:`ProcessedFrame` here, so they decode, stamp, reset on
+backwards time, run the pipeline and build the message the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+import numpy as np
+
+from ros2_affect.core.types import Frame, FrameResult
+from ros2_affect.errors import InvalidCameraInfoError
+from ros2_affect.msgs.conversions import compressed_msg_to_rgb, image_msg_to_rgb
+from ros2_affect.msgs.messages import (
+    CameraModel,
+    MessageTypes,
+    build_face_affect_array,
+    camera_model_from_info,
+    header_for,
+    stamp_ns_of,
+)
+
+
+def is_compressed(msg: Any) -> bool:
+    """sensor_msgs/CompressedImage (has ``format``) rather than sensor_msgs/Image; either flavour."""
+    return hasattr(msg, "format")
+
+
+def decode_image_msg(msg: Any) -> np.ndarray:
+    """An Image or CompressedImage message (rclpy or rosbags) as ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        InvalidImageError: an unsupported encoding, inconsistent sizes, corrupt data.
+    """
+    return compressed_msg_to_rgb(msg) if is_compressed(msg) else image_msg_to_rgb(msg)
+
+
+@dataclass(frozen=True)
+class ProcessedFrame:
+    """What one image gave.
+
+    Attributes:
+        result: the pipeline's output.
+        faces_msg: its ``affect_msgs/FaceAffectArray``, with the source header (or one carrying
+            the fallback stamp when the header's was zero).
+        rgb: the decoded image (for drawing).
+        stamp_from_header: False when the header stamp was 0 and the fallback stamp was used.
+        camera_problem: why the faces have no viewing ray despite a camera_info being
+            expected ("" when they have one or none was expected).
+        decode_ms: time spent decoding the message.
+    """
+
+    result: FrameResult
+    faces_msg: Any
+    rgb: np.ndarray
+    stamp_from_header: bool
+    camera_problem: str
+    decode_ms: float
+
+
+class FrameProcessor:
+    """Image messages -> :class:`ProcessedFrame`, with a pipeline and a message flavour.
+
+    Args:
+        pipeline: an :class:`~ros2_affect.core.pipeline.AffectPipeline` (swappable:
+            :attr:`pipeline`).
+        msg_types: the message classes to build (rclpy's or a rosbags typestore's).
+        on_time_jump: called with ``(previous_ns, stamp_ns)`` when stamps go backwards (a
+            bag looping, a clock reset); the tracks are restarted either way.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        msg_types: MessageTypes,
+        on_time_jump: Optional[Callable[[int, int], None]] = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self._msg_types = msg_types
+        self._on_time_jump = on_time_jump
+        self._last_stamp_ns: Optional[int] = None
+        self._camera: Optional[Tuple[Any, int, int, CameraModel]] = None
+        self.time_jumps = 0
+
+    def reset(self) -> None:
+        """Forget the stamp history and the tracks (a new pipeline, a new recording)."""
+        self._last_stamp_ns = None
+        self.pipeline.reset()
+
+    def process(
+        self,
+        msg: Any,
+        camera_info: Any = None,
+        fallback_stamp_ns: Optional[int] = None,
+        latency_ms: Optional[float] = None,
+        camera_problem: str = "",
+    ) -> ProcessedFrame:
+        """Decode, stamp, run the pipeline, build the FaceAffectArray.
+
+        Args:
+            msg: sensor_msgs/Image or CompressedImage.
+            camera_info: the image's sensor_msgs/CameraInfo, or None.
+            fallback_stamp_ns: the stamp to use when the header's is 0 (a bag's receive time).
+            latency_ms: written as ``processing_latency_ms``; default: measured here.
+            camera_problem: why ``camera_info`` is None although one is expected (reported back).
+
+        Raises:
+            InvalidImageError: the message cannot be decoded (nothing else happens).
+        """
+        start = time.perf_counter()
+        rgb = decode_image_msg(msg)
+        decoded = time.perf_counter()
+        header_ns = stamp_ns_of(msg.header.stamp)
+        stamp_from_header = header_ns > 0 or fallback_stamp_ns is None
+        stamp_ns = header_ns if stamp_from_header else int(fallback_stamp_ns or 0)
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            self.time_jumps += 1
+            if self._on_time_jump is not None:
+                self._on_time_jump(self._last_stamp_ns, stamp_ns)
+            self.pipeline.reset()
+        self._last_stamp_ns = stamp_ns
+        frame_id = str(msg.header.frame_id)
+        result = self.pipeline.process(Frame(rgb, stamp_ns, frame_id))
+        camera, problem = self._camera_model(camera_info, int(rgb.shape[1]), int(rgb.shape[0]))
+        # the header as it came (bit-exact stamps), unless its stamp was replaced
+        header = msg.header if stamp_from_header else header_for(result, self._msg_types)
+        if latency_ms is None:
+            latency_ms = (time.perf_counter() - start) * 1000.0
+        faces_msg = build_face_affect_array(result, header, self._msg_types, camera_info=camera, latency_ms=latency_ms)
+        return ProcessedFrame(
+            result, faces_msg, rgb, stamp_from_header, problem or camera_problem, (decoded - start) * 1000.0
+        )
+
+    def _camera_model(self, info: Any, width: int, height: int) -> Tuple[Optional[CameraModel], str]:
+        if info is None:
+            return None, ""
+        cached = self._camera  # keeps the message alive, so `is` cannot match a recycled id
+        if cached is not None and cached[0] is info and cached[1:3] == (width, height):
+            return cached[3], ""
+        try:
+            model = camera_model_from_info(info, width, height)
+        except InvalidCameraInfoError as exc:
+            return None, f"camera_info is not usable: {exc}"
+        self._camera = (info, width, height, model)
+        return model, ""
+
