@@ -287,11 +287,12 @@ def node_name_matches(pattern: str, fully_qualified_name: str) -> bool:
     return match(tokens(pattern), tokens(fully_qualified_name))
 
 
-def _flatten_mapping(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten_mapping(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested mappings as dotted names (``{"detector": {"min_score": 0.5}}`` -> ``detector.min_score``)."""
     out: Dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, Mapping):
-            out.update(_flatten_mapping(value, f"{prefix}{key}."))
+            out.update(flatten_mapping(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -335,7 +336,7 @@ def load_parameter_file(
         if not (isinstance(section, Mapping) and isinstance(section.get("ros__parameters"), Mapping)):
             continue
         if node_name_matches(str(key), fully_qualified):
-            merged.update(_flatten_mapping(section["ros__parameters"]))
+            merged.update(flatten_mapping(section["ros__parameters"]))
             matched = True
     if not matched:
         raise ConfigError(

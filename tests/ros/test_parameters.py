@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict
 
 import pytest
 
 from ros2_affect import config as config_module
 from ros2_affect.assets import default_config_path
-from ros2_affect.config import PipelineConfig, flatten, load_parameter_file
+from ros2_affect.config import PipelineConfig, flatten, flatten_mapping, load_parameter_file
 from ros2_affect.errors import ConfigError
 from ros2_affect.node.parameters import (
     NODE_PARAMETERS,
@@ -27,14 +27,7 @@ from ros2_affect.node.parameters import (
 SPECS = {spec.name: spec for spec in all_parameter_specs()}
 
 
-def _flat(mapping: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+_flat = flatten_mapping
 
 
 @pytest.fixture(scope="module")
