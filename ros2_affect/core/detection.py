@@ -75,6 +75,8 @@ class MediaPipeFaceDetector:
     def __init__(self, config: DetectorConfig) -> None:
         config.validate()
         self.config = config
+        #: MediaPipe drops detections below this itself: a later config may raise min_score, not lower it.
+        self.created_min_score = float(config.min_score)
         self.model_path = asset_path(_MODEL_ASSETS[config.model])
         # Lazy import: mediapipe is heavy and only this stage needs it.
         from mediapipe.tasks.python import vision

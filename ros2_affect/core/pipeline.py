@@ -288,6 +288,47 @@ class AffectPipeline:
         """The tracker's live confirmed tracks (faces keep these ids through short misses)."""
         return self.tracker.confirmed_track_ids
 
+    def retune(self, config: PipelineConfig) -> bool:
+        """Apply new tuning settings in place: no model reloaded, no track dropped.
+
+        Tuning is what a running robot may adjust (the node's live parameters): detection
+        thresholds and scale, the landmark crop, alignment geometry, tracker thresholds and
+        caps, sequence stride, flip averaging. Anything else differing from the current
+        settings (models, backends, sizes), or a change the preallocated state cannot take
+        (more tracks than the sequence buffers hold, a detection threshold below the one
+        the face detector was created with), returns False and changes nothing: the caller
+        builds a new pipeline instead.
+
+        Raises:
+            ConfigError: ``config`` is not valid.
+        """
+        config.validate()
+        current = self.config
+        if config.model != dataclasses.replace(current.model, flip_average=config.model.flip_average):
+            return False
+        if config.detector.model != current.detector.model or config.landmarks.enabled != current.landmarks.enabled:
+            return False
+        if config.landmarks.every_n_frames != current.landmarks.every_n_frames:
+            return False
+        if config.detector.min_score < getattr(self.detector, "created_min_score", config.detector.min_score):
+            return False
+        if self.buffers is not None and config.tracker.max_tracks > self.buffers.capacity:
+            return False
+        alignment = alignment_for_model(config.alignment, self.model)
+        sequence = dataclasses.replace(config.sequence, length=current.sequence.length)
+        config = dataclasses.replace(config, alignment=alignment, sequence=sequence)
+        self.detector.config = config.detector
+        if self.eye_locator is not None:
+            self.eye_locator.config = config.landmarks
+        self.aligner.config = alignment
+        self.tracker.config = config.tracker
+        if self.buffers is not None:
+            self.buffers.stride = int(config.sequence.stride)
+        if self.model is not None:
+            self.model.flip_average = bool(config.model.flip_average)
+        self.config = config
+        return True
+
     def reset(self) -> None:
         """Forget all tracks and sequences (e.g. when a replay jumps back)."""
         self.tracker.reset()

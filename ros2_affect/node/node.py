@@ -243,7 +243,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
                 # Rebuilt by the worker before its next image, so this callback stays fast.
                 with self._pipeline_lock:
                     self._pending_config = check.pipeline
-                self.get_logger().info(f"pipeline settings changed ({', '.join(sorted(changes))}); rebuilding")
+                self.get_logger().info(f"pipeline settings changed ({', '.join(sorted(changes))})")
             return SetParametersResult(successful=True)
         except Exception as exc:  # a callback must answer, never raise
             return SetParametersResult(successful=False, reason=f"internal error while applying: {exc}")
@@ -272,6 +272,13 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
             config, self._pending_config = self._pending_config, None
         if config is None:
             return
+        try:
+            if self._pipeline.retune(config):  # thresholds, geometry, tracker: models and tracks stay
+                self.get_logger().info("pipeline settings applied (models and tracks kept)")
+                return
+        except AffectError as exc:
+            self.get_logger().error(f"could not apply the new settings, keeping the previous ones: {exc}")
+            return
         from ros2_affect.core.pipeline import create_pipeline
 
         try:
@@ -279,6 +286,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         except AffectError as exc:
             self.get_logger().error(f"could not rebuild the pipeline, keeping the previous settings: {exc}")
             return
+        self.get_logger().info("pipeline rebuilt for the new settings (tracks restart)")
         old, self._pipeline = self._pipeline, new
         self._processor.pipeline = new
         self._processor.reset()

@@ -16,8 +16,9 @@ What a change at run time needs (:func:`classify_change`):
 * ``read_only``: fixed after start (topics, model files, backend, model-dictated sizes);
   change them in the parameter file and restart the node. rclpy rejects the change itself.
 * ``node``: applied in place (thresholds, the debug image publisher).
-* ``pipeline``: tuning of detection/tracking/alignment; the pipeline is rebuilt with the
-  new :class:`PipelineConfig` (models are loaded again, tracks restart).
+* ``pipeline``: tuning of detection/tracking/alignment, applied to the running pipeline
+  (:meth:`~ros2_affect.core.pipeline.AffectPipeline.retune`: models and tracks stay; a
+  change it cannot take in place rebuilds the pipeline).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ NODE_PARAMETERS: Tuple[ParameterSpec, ...] = (
     ),
 )
 
-#: Pipeline parameters that can change while the node runs (the pipeline is rebuilt).
+#: Pipeline parameters that can change while the node runs (AffectPipeline.retune applies them).
 #: Everything else in the pipeline is read-only: it selects or is dictated by the models.
 TUNABLE_PIPELINE_PARAMETERS = frozenset(
     {
@@ -396,7 +397,7 @@ def markdown_table() -> str:
             accepted = f"{spec.min_value:g} .. {spec.max_value:g}"
         else:
             accepted = ""
-        when = {"node": "live", "pipeline": "rebuilds pipeline", "read_only": "restart"}[classify_change(spec.name)]
+        when = {"node": "live", "pipeline": "live", "read_only": "restart"}[classify_change(spec.name)]
         if isinstance(spec.default, bool):
             default = f"`{str(spec.default).lower()}`"  # as written in the YAML file
         else:

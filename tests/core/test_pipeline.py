@@ -3,6 +3,7 @@ tracker and contract ONNX models in ONNX Runtime."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Dict, List
@@ -179,3 +180,36 @@ def test_bad_frames_raise_invalid_image(model_files: Dict[str, Path]) -> None:
             pipeline.process(Frame(np.zeros((48, 48, 3), np.float32), 0))
         # the pipeline keeps working after a bad frame
         assert pipeline.process(Frame(np.full((240, 320, 3), 90, np.uint8), 1)).faces == ()
+
+
+def test_retune_applies_tuning_without_reloading_models_or_dropping_tracks(
+    model_files: Dict[str, Path], afew_frames: List[np.ndarray]
+) -> None:
+    config = config_for("temporal", model_files)
+    with create_pipeline(config) as pipeline:
+        model, detector, buffers = pipeline.model, pipeline.detector, pipeline.buffers
+        before = run(pipeline, afew_frames[:4])
+        tuned = dataclasses.replace(
+            config,
+            tracker=dataclasses.replace(config.tracker, min_iou=0.3, max_misses=3),
+            alignment=dataclasses.replace(config.alignment, margin=0.3),
+            sequence=dataclasses.replace(config.sequence, stride=2),
+        )
+        assert pipeline.retune(tuned)
+        assert (pipeline.model, pipeline.detector, pipeline.buffers) == (model, detector, buffers)  # nothing rebuilt
+        assert pipeline.tracker.config.min_iou == 0.3 and pipeline.buffers is not None and pipeline.buffers.stride == 2
+        after = run(pipeline, afew_frames[4:8], start=4)
+        assert {f.track_id for r in before + after for f in r.faces} == {before[0].faces[0].track_id}
+        # the sequence was kept: a restarted one would hold 2 items after 4 frames at stride 2
+        assert after[-1].faces[0].affect is not None and model is not None
+        assert after[-1].faces[0].affect.frames_used == model.sequence_length == 4
+
+        # a stricter detector applies at once; one that would need MediaPipe recreated does not
+        assert pipeline.retune(dataclasses.replace(tuned, detector=dataclasses.replace(tuned.detector, min_score=0.99)))
+        assert run(pipeline, afew_frames[8:9], start=8)[0].faces == ()
+        looser = dataclasses.replace(tuned, detector=dataclasses.replace(tuned.detector, min_score=0.2))
+        other_model = dataclasses.replace(tuned, model=dataclasses.replace(tuned.model, kind="frame"))
+        more_tracks = dataclasses.replace(tuned, tracker=dataclasses.replace(tuned.tracker, max_tracks=1024))
+        for change in (looser, other_model, more_tracks):
+            assert not pipeline.retune(change)
+        assert pipeline.config.detector.min_score == 0.99  # the refused changes left everything as it was

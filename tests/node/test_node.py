@@ -349,6 +349,29 @@ def test_parameter_changes_are_applied_or_refused_with_the_reason(start_node: Ca
     assert "Traceback" not in node.output()
 
 
+def test_tuning_while_images_flow_keeps_the_track_and_the_models(
+    start_node: Callable[..., Started], clip_frames: List[np.ndarray]
+) -> None:
+    node, client = start_node()
+    faces = _faces_collector(client)
+    publisher = client.publisher(Image, CAMERA)
+    client.wait_for_subscriber(publisher)
+
+    def send(index: int) -> Any:
+        publisher.publish(image_msg(clip_frames[index], "rgb8", _stamp(index), FRAME_ID))
+        return faces.wait_for(index + 1, timeout_s=20)[-1]
+
+    before = [send(i) for i in range(6)]
+    results = _set(client, tracker__min_iou=0.3, alignment__margin=0.3, sequence__stride=1)
+    assert len(results) == 3 and all(r.successful for r in results), [r.reason for r in results]
+    after = [send(i) for i in range(6, 14)]
+    ids = {f.track_id for r in before + after for f in r.faces if f.track_confirmed}
+    assert len(ids) == 1  # a parameter change used to rebuild the pipeline: new ids, empty sequences
+    assert max(f.frames_used for f in after[-1].faces) == 8
+    output = node.output()
+    assert "pipeline settings applied (models and tracks kept)" in output and "rebuilt" not in output
+
+
 def test_debug_image_toggled_while_images_flow(
     start_node: Callable[..., Started], clip_frames: List[np.ndarray]
 ) -> None:

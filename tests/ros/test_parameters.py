@@ -183,6 +183,6 @@ def test_markdown_reference_lists_every_parameter() -> None:
     table = markdown_table()
     lines = table.splitlines()
     assert len(lines) == 2 + len(SPECS)
-    assert "| `detector.min_score` | double | `0.5` | 0 .. 1 | rebuilds pipeline |" in table
+    assert "| `detector.min_score` | double | `0.5` | 0 .. 1 | live |" in table
     assert "| `compressed` | bool | `false` |  | restart |" in table
     assert "| `model.backend` | string | `'onnxruntime'` | onnxruntime, tensorrt, torch | restart |" in table
