@@ -6,6 +6,7 @@ Components register under a name at import time; afterwards the registry is read
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from typing import Callable, Dict, Generic, Iterator, Tuple, TypeVar
 
@@ -37,6 +38,21 @@ class Registry(Generic[T]):
 
     def freeze(self) -> None:
         self._frozen = True
+
+    @contextlib.contextmanager
+    def temporarily(self, name: str, obj: T) -> Iterator[T]:
+        """Register ``obj`` under ``name`` for the ``with`` block only, frozen or not.
+
+        For tests and one-off trials: the entry is gone again afterwards, so the
+        registry seen by the rest of the process does not change.
+        """
+        if name in self._entries:
+            raise RuntimeError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = obj
+        try:
+            yield obj
+        finally:
+            del self._entries[name]
 
     def get(self, name: str) -> T:
         """Return the entry for ``name``.

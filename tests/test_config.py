@@ -161,3 +161,11 @@ def test_registry_lists_names_and_closest_match_and_is_read_only() -> None:
     registry.freeze()
     with pytest.raises(RuntimeError, match=r"read-only after import"):
         registry.register("another")(4)
+    # a frozen registry still takes a temporary entry (tests), and is as before afterwards
+    with registry.temporarily("another", 4):
+        assert registry.get("another") == 4
+    assert "another" not in registry and registry.names() == ("full_range", "short_range")
+    with pytest.raises(RuntimeError, match=r"already registered"):
+        with registry.temporarily("full_range", 5):
+            pass
+    assert registry.get("full_range") == 2

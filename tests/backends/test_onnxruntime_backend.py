@@ -142,9 +142,13 @@ class _Unavailable(OnnxRuntimeBackend):
         return False, "no such accelerator on this machine"
 
 
-def test_fallback_logs_the_reason_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    # Register a backend that cannot run under a test name (the registry is frozen: patch its table).
-    monkeypatch.setitem(BACKENDS._entries, "unavailable", _Unavailable)
+def test_fallback_logs_the_reason_once(caplog: pytest.LogCaptureFixture) -> None:
+    with BACKENDS.temporarily("unavailable", _Unavailable):  # a backend that cannot run here
+        _check_fallback(caplog)
+    assert "unavailable" not in BACKENDS
+
+
+def _check_fallback(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("test.fallback")
     with caplog.at_level(logging.WARNING, logger="test.fallback"):
         backend = create_backend_with_fallback("unavailable", "onnxruntime", "cpu", 1, logger)
