@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -301,3 +301,20 @@ def check_declared_size(width: float, height: float, source: str, max_pixels: in
             f"{source} declares frames of {int(width)}x{int(height)} pixels; accepted are at most "
             f"{max_pixels / 1e6:.0f} million pixels, so nothing was decoded; the file is corrupt, or downscale it"
         )
+
+
+def check_capture_size(capture: Any, source: str) -> None:
+    """:func:`check_declared_size` for an open ``cv2.VideoCapture``; releases it when refused.
+
+    Raises:
+        InvalidImageError: as :func:`check_declared_size`.
+    """
+    import cv2
+
+    try:
+        check_declared_size(
+            capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0, capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0, source
+        )
+    except InvalidImageError:
+        capture.release()
+        raise

@@ -151,14 +151,9 @@ def _capture(cap: Any, kind: str, name: str, options: InputOptions, live: bool) 
     """Frames of an open ``cv2.VideoCapture`` (its declared frame size checked first)."""
     import cv2
 
-    from ros2_affect.core.image import check_declared_size
+    from ros2_affect.core.image import check_capture_size
 
-    try:
-        check_declared_size(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0, cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0,
-                            f"{kind} {name!r}")
-    except InvalidImageError:
-        cap.release()
-        raise
+    check_capture_size(cap, f"{kind} {name!r}")
     reported_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     fps = reported_fps if math.isfinite(reported_fps) and 1.0 <= reported_fps <= 1000.0 else options.fps
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not live else 0

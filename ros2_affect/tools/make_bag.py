@@ -116,17 +116,12 @@ def _folder_frames(files: Sequence[Path], index_of: Any, skipped: List[str]) -> 
 def _video_frames(path: Path) -> Tuple[Iterator[SourceFrame], float, int]:
     import cv2
 
-    from ros2_affect.core.image import check_declared_size
+    from ros2_affect.core.image import check_capture_size
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InvalidImageError(f"video {str(path)!r} cannot be opened by OpenCV; check the file or convert it to mp4")
-    try:
-        check_declared_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0, capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0,
-                            f"video {str(path)!r}")
-    except InvalidImageError:
-        capture.release()
-        raise
+    check_capture_size(capture, f"video {str(path)!r}")
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
