@@ -240,7 +240,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
                 self._set_debug_publisher(check.settings.publish_debug_image)
             self._settings = check.settings
             if "pipeline" in check.needs:
-                # Rebuilt by the worker before its next image, so this callback stays fast.
+                # Applied by the worker before its next image (retune, or a rebuild), so this callback stays fast.
                 with self._pipeline_lock:
                     self._pending_config = check.pipeline
                 self.get_logger().info(f"pipeline settings changed ({', '.join(sorted(changes))})")
@@ -296,8 +296,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         """The camera_info stamped like this image, or None and why (without use_camera_info: None, "")."""
         if self._camera_infos is None:
             return None, ""
-        info, problem = self._camera_infos.match(stamp_ns_of(msg.header.stamp))
-        return info, problem
+        return self._camera_infos.match(stamp_ns_of(msg.header.stamp))
 
     def _report_camera_info(self, problem: str) -> None:
         if self._camera_infos is None:
