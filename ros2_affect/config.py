@@ -11,14 +11,13 @@ Nested sections map to dotted ROS parameter names (``detector.min_score``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 import yaml
 
-from ros2_affect.errors import ConfigError
+from ros2_affect.errors import ConfigError, did_you_mean
 
 C = TypeVar("C")
 
@@ -180,9 +179,9 @@ def _check_range(name: str, value: Union[int, float], low: float, high: float) -
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
     if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{name} = {value!r} is not accepted; choose one of {', '.join(choices)}{hint}")
+        raise ConfigError(
+            f"{name} = {value!r} is not accepted; choose one of {', '.join(choices)}{did_you_mean(value, choices)}"
+        )
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -212,8 +211,7 @@ def _build(cls: Type[C], values: Mapping[str, Any], prefix: str) -> C:
     for key, value in values.items():
         name = f"{prefix}{key}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+            hint = did_you_mean(key, known, prefix)
             raise ConfigError(f"unknown key {name!r}; accepted: {', '.join(sorted(known))}{hint}")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):

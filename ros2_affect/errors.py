@@ -1,5 +1,7 @@
 """Narrow error classes. Every message names the value, what is accepted and the fix."""
 
+from typing import Iterable
+
 
 class AffectError(Exception):
     """Base class of all errors raised by ros2_affect."""
@@ -69,3 +71,15 @@ class Interrupted(AffectError):
         super().__init__(message)
         self.signal_name = signal_name
         self.exit_code = 128 + int(getattr(signal.Signals, signal_name, signal.SIGINT))
+
+
+def did_you_mean(name: object, choices: Iterable[object], prefix: str = "") -> str:
+    """``" (did you mean 'x'?)"`` for the accepted choice closest to ``name``, or ``""``.
+
+    The one closest-name hint of every error message that names what is accepted
+    (configuration keys and choices, registries, dataset splits and class names).
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""

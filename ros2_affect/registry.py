@@ -7,10 +7,9 @@ Components register under a name at import time; afterwards the registry is read
 from __future__ import annotations
 
 import contextlib
-import difflib
 from typing import Callable, Dict, Generic, Iterator, Tuple, TypeVar
 
-from ros2_affect.errors import UnknownNameError
+from ros2_affect.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T")
 
@@ -65,10 +64,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             names = sorted(self._entries)
-            close = difflib.get_close_matches(str(name), names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; available: {', '.join(names) or '(none)'}.{hint}"
+                f"unknown {self.kind} {name!r}; available: {', '.join(names) or '(none)'}{did_you_mean(name, names)}"
             ) from None
 
     def names(self) -> Tuple[str, ...]:

@@ -11,14 +11,13 @@ the dataclass field. ``model.kwargs`` is free-form (constructor arguments of the
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from ros2_affect.errors import ConfigError
+from ros2_affect.errors import ConfigError, did_you_mean
 from training.augment import AugmentConfig
 from training.sequences import SequenceAugmentConfig
 
@@ -167,10 +166,8 @@ def _merge(obj: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
     for k, v in updates.items():
         key = f"{prefix}{k}"
         if k not in names:
-            close = difflib.get_close_matches(k, names, n=1)
-            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
             valid = ", ".join(prefix + n for n in names)
-            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}.{hint}")
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}{did_you_mean(k, names, prefix)}")
         cur = getattr(obj, k)
         if dataclasses.is_dataclass(cur):
             if not isinstance(v, Mapping):

@@ -31,7 +31,7 @@ def test_registry_has_onnxruntime_and_is_frozen() -> None:
     assert "onnxruntime" in BACKENDS.names()
     with pytest.raises(RuntimeError, match="read-only after import"):
         BACKENDS.register("late")(OnnxRuntimeBackend)
-    with pytest.raises(UnknownNameError, match=r"unknown inference backend 'onxruntime'.*Did you mean 'onnxruntime'\?"):
+    with pytest.raises(UnknownNameError, match=r"unknown inference backend 'onxruntime'.*did you mean 'onnxruntime'\?"):
         create_backend("onxruntime")
 
 

@@ -107,7 +107,7 @@ def test_csv_errors(tmp_path: Path) -> None:
     bad.write_text("label,image\n1,2\n")
     with pytest.raises(DatasetError, match="needs emotion,pixels,Usage"):
         load_fer2013_csv(bad, "Training")
-    with pytest.raises(DatasetError, match="Did you mean 'PublicTest'"):
+    with pytest.raises(DatasetError, match="did you mean 'PublicTest'"):
         load_fer2013_csv(bad, "PublicTset")
     with pytest.raises(DatasetError, match="does not exist"):
         load_fer2013_folder(tmp_path / "nowhere", "Training")

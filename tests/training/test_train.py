@@ -109,13 +109,13 @@ def test_train_temporal_from_frame_checkpoint(tmp_path: Path, fer_tarball: Path)
 
 
 def test_unknown_config_key_rejected_with_closest_match(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*Did you mean 'optim.lr'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*did you mean 'optim.lr'"):
         load_train_config(None, ["optim.lrr=0.1"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'optm'.*Did you mean 'optim'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optm'.*did you mean 'optim'"):
         load_train_config(None, ["optm.lr=0.1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  epoch: 3\n")
-    with pytest.raises(ConfigError, match="Did you mean 'optim.epochs'"):
+    with pytest.raises(ConfigError, match="did you mean 'optim.epochs'"):
         load_train_config(bad)
     with pytest.raises(ConfigError, match="optim.lr must be a number"):
         load_train_config(None, ["optim.lr=fast"])

@@ -25,7 +25,6 @@ takes milliseconds.
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import os
 import tarfile
@@ -37,7 +36,7 @@ import cv2
 import numpy as np
 
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS
-from ros2_affect.errors import DatasetError
+from ros2_affect.errors import DatasetError, did_you_mean
 
 #: FER2013 folder names -> canonical class names.
 FOLDER_TO_CANONICAL: Dict[str, str] = {
@@ -84,9 +83,9 @@ class FerSplit:
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        close = difflib.get_close_matches(split, SPLITS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DatasetError(f"Unknown FER2013 split {split!r}; accepted: {', '.join(SPLITS)}.{hint}")
+        raise DatasetError(
+            f"Unknown FER2013 split {split!r}; accepted: {', '.join(SPLITS)}{did_you_mean(split, SPLITS)}"
+        )
 
 
 def default_cache_dir() -> Path:

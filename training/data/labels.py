@@ -13,13 +13,12 @@ A mapping is a lookup table ``table[source_code] -> canonical index`` with
 
 from __future__ import annotations
 
-import difflib
 from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS, CONTEMPT
-from ros2_affect.errors import DatasetError
+from ros2_affect.errors import DatasetError, did_you_mean
 
 #: Table value for a source code that has no class in the target list.
 DROP = -1
@@ -86,8 +85,7 @@ def canonical_name(name: str, accepted: Sequence[str] = CLASSES_8) -> str:
     canonical = ALIASES.get(key, key)
     if canonical not in accepted:
         choices = sorted(set(accepted) | {k for k, v in ALIASES.items() if v in accepted})
-        close = difflib.get_close_matches(key, choices, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(key, choices)
         raise DatasetError(
             f"expression name {name!r} is not one of the accepted classes {list(accepted)} "
             f"(aliases: {', '.join(sorted(k for k in ALIASES if ALIASES[k] != k))}){hint}"

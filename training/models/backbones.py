@@ -14,13 +14,12 @@ Every backbone module has ``feature_dim`` (D) and ``in_channels`` (C) attributes
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ros2_affect.errors import ConfigError
+from ros2_affect.errors import ConfigError, did_you_mean
 
 
 class CompactCNN(nn.Module):
@@ -140,8 +139,8 @@ def create_backbone(name: str, in_channels: int = 1, kwargs: Optional[Mapping[st
         ConfigError: ``name`` is not registered (the message lists the names and the closest one).
     """
     if name not in BACKBONES:
-        close = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}{hint}")
+        raise ConfigError(
+            f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}{did_you_mean(name, BACKBONES)}"
+        )
     return BACKBONES[name](in_channels=in_channels, **dict(kwargs or {}))
 
