@@ -121,6 +121,9 @@ def build_model(
                     "set only sequence.length"
                 )
         model = create_model(cfg.model.name, **kwargs)
+        if graph_table is not None:
+            # multi-task data: the sequence head's regressor learns the real valence/arousal
+            return model, kwargs, "regressed"
     return model, kwargs, "derived"
 
 
@@ -207,14 +210,25 @@ def encode_frames(encoder: nn.Module, frames: torch.Tensor, cfg: TrainConfig) ->
 @torch.no_grad()
 def predict_sequences(model: nn.Module, seqs: torch.Tensor, cfg: TrainConfig, batch: int = 64) -> torch.Tensor:
     """Class probabilities (N, K) of a temporal model on sequences (N, T, C, S, S) float 0..255."""
+    return predict_sequences_va(model, seqs, cfg, batch)[0]
+
+
+@torch.no_grad()
+def predict_sequences_va(
+    model: nn.Module, seqs: torch.Tensor, cfg: TrainConfig, batch: int = 64
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities (N, K), valence_arousal (N, 2))`` of a temporal model on sequences
+    (N, T, C, S, S) float 0..255."""
     model.eval()
-    out = []
+    probs, vas = [], []
     for i in range(0, seqs.shape[0], batch):
         s = seqs[i : i + batch]
         n, t = s.shape[:2]
         f = encode_frames(model.encoder, s.reshape(n * t, *s.shape[2:]), cfg).reshape(n, t, -1)
-        out.append(torch.softmax(model.sequence_head(f)[0].float(), 1).cpu())
-    return torch.cat(out)
+        logits, va = model.sequence_head(f)
+        probs.append(torch.softmax(logits.float(), 1).cpu())
+        vas.append(va.float().cpu())
+    return torch.cat(probs), torch.cat(vas)
 
 
 def validation_sequences(images: torch.Tensor, cfg: TrainConfig, seed: int = VAL_SEQUENCE_SEED) -> torch.Tensor:
@@ -290,7 +304,8 @@ class Trainer:
             for p in self.model.encoder.parameters():
                 p.requires_grad_(False)
         self.va_table = torch.as_tensor(check_mapping(CANONICAL_EXPRESSIONS), dtype=torch.float32)
-        self.regress_va = bool(getattr(self.model, "va_nodes", False))
+        # Emotion-GCN with valence/arousal nodes, or a temporal head trained on multi-task data
+        self.regress_va = bool(getattr(self.model, "va_nodes", False)) or (self.temporal and self.train_va is not None)
         counts = np.bincount(self.train_y.numpy()[self.train_y.numpy() >= 0], minlength=self.k)
         self.class_weights = (
             class_weights_from_counts(counts).to(cfg.run.device) if cfg.optim.class_weighting == "inverse" else None
@@ -324,6 +339,7 @@ class Trainer:
         self.best_epoch = -1
         self.elapsed_s = 0.0
         self.val_seqs: Optional[torch.Tensor] = None
+        self.aff_val_seqs: Optional[torch.Tensor] = None
         self.swa_model: Optional[torch.optim.swa_utils.AveragedModel] = None
         if cfg.optim.swa_epochs:
             if self.temporal:
@@ -580,7 +596,11 @@ class Trainer:
                 self.val_seqs = validation_sequences(self.val_x, cfg)
             probs = predict_sequences(model, self.val_seqs, cfg)
             s = summarize(probs, self.val_y, self.k)
-            return {"val_acc": s["acc"], "val_acc_flip": s["acc"], "per_class_recall": s["per_class_recall"]}
+            result = {"val_acc": s["acc"], "val_acc_flip": s["acc"], "per_class_recall": s["per_class_recall"]}
+            if self.train_va is not None:
+                result.update(self.validate_affectnet(model))
+                result["val_score"] = (result["val_acc"] + result["aff_val_acc"] + result["aff_val_ccc"]) / 3
+            return result
         probs = predict_frames(model, self.val_x, cfg)
         probs_f = predict_frames(model, self.val_x, cfg, flip=True)
         s, sf = summarize(probs, self.val_y, self.k), summarize(probs_f, self.val_y, self.k)
@@ -594,7 +614,12 @@ class Trainer:
         """Accuracy (7 classes, contempt rows left out) and valence/arousal CCC on the AffectNet val part."""
         from training.multitask import va_metrics
 
-        probs, va = predict_frames_va(model, self.aff_val_x, self.cfg)
+        if self.temporal:
+            if self.aff_val_seqs is None:
+                self.aff_val_seqs = validation_sequences(self.aff_val_x, self.cfg)
+            probs, va = predict_sequences_va(model, self.aff_val_seqs, self.cfg)
+        else:
+            probs, va = predict_frames_va(model, self.aff_val_x, self.cfg)
         labelled = self.aff_val_y >= 0
         acc = float((probs[labelled].argmax(1) == self.aff_val_y[labelled]).float().mean())
         m = va_metrics(va.numpy(), self.aff_val_va.numpy())

@@ -315,3 +315,47 @@ def test_calibrate_a_temporal_models_sequence_head(
     model = AffectModel(encoder=backend.load(encoder, "encoder", 8),
                         sequence=backend.load(models / "rnn_sequence_calibrated.onnx", "sequence", 8))
     assert model.temperature == pytest.approx(report["temperature"])
+
+
+@pytest.mark.slow
+def test_tiny_temporal_model_on_multitask_data_regresses_valence_arousal(
+    tmp_path: Path, fer_tarball: Path, affectnet_tarball: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The temporal 2.0 recipe: a frame model on FER2013 + AffectNet, then the CNN-RNN head on
+    its frozen backbone with the same data; the head's regressor is trained and exported as such."""
+    from ros2_affect.backends.base import read_onnx_metadata
+    from training.export import export_checkpoint
+    from training.train import main
+
+    fer = _extract_fer(fer_tarball, tmp_path / "fer", {"Training": 6, "PublicTest": 2})
+    aff = _extract_affectnet(affectnet_tarball, tmp_path / "affectnet", {"train": 4, "val": 3, "test": 3})
+    common = [
+        f"data.path={fer}", f"data.affectnet_path={aff}", f"data.affectnet_split_file={aff / 'split.json'}",
+        f"run.out_dir={tmp_path / 'runs'}", "run.progress=false", "run.threads=1", "optim.epochs=1",
+        "optim.batch_size=16", "optim.steps_per_epoch=2", "data.affectnet_ratio=0.5",
+        "model.kwargs.backbone_kwargs.widths=[8,16]", "model.kwargs.backbone_kwargs.n_convs=1",
+    ]
+
+    def run(config: Path, *sets: str) -> None:
+        argv = ["--config", str(config)]
+        for s in [*common, *sets]:
+            argv += ["--set", s]
+        assert main(argv) == 0
+
+    run(CONFIG, "run.name=frame", "model.kwargs.gcn_hidden=16")
+    temporal_config = CONFIG.parent / "cnn_rnn_affectnet_fer2013.yaml"
+    run(temporal_config, "run.name=temporal", f"model.init_from={tmp_path / 'runs' / 'frame' / 'best.pt'}",
+        "sequence.length=4", "model.kwargs.hidden=8")
+    assert "affectnet val acc" in capsys.readouterr().out
+    log = list(csv.DictReader((tmp_path / "runs" / "temporal" / "log.csv").open()))
+    assert len(log) == 1 and np.isfinite(float(log[0]["aff_val_ccc_v"])) and "val_score" in log[0]
+    ckpt = torch.load(tmp_path / "runs" / "temporal" / "best.pt", weights_only=False)
+    assert ckpt["va_mode"] == "regressed" and ckpt["channels"] == 3 and ckpt["input_size"] == 64
+    result = export_checkpoint(tmp_path / "runs" / "temporal" / "best.pt", tmp_path / "models", name="t", version="0")
+    meta = read_onnx_metadata(result.graphs["sequence"])
+    assert meta.va_mode == "regressed" and meta.sequence_length == 4
+    # the frozen encoder is the frame model's backbone, weight for weight
+    frame = torch.load(tmp_path / "runs" / "frame" / "best.pt", weights_only=False)["state_dict"]
+    temporal = ckpt["state_dict"]
+    backbone = {k[len("backbone."):]: v for k, v in frame.items() if k.startswith("backbone.")}
+    assert backbone and all(torch.equal(temporal[f"encoder.{k}"], v) for k, v in backbone.items())
