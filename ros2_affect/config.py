@@ -10,128 +10,158 @@ Nested sections map to dotted ROS parameter names (``detector.min_score``).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
 import yaml
 
-from ros2_affect.errors import ConfigError, did_you_mean
+from ros2_affect.errors import ConfigError
+from ros2_affect.settings import Declared, check, declared, merge, registry_names, section, setting
+from ros2_affect.settings import flatten as flatten  # re-exported: the dotted view of a config
 
-C = TypeVar("C")
+S = TypeVar("S", bound="_Section")
 
 #: The node name under which the parameter file keeps its parameters.
 NODE_NAME = "affect_node"
 
 
+class _Section:
+    """A section of :class:`PipelineConfig`: ``validate()`` checks it under its dotted names."""
+
+    def validate(self: S) -> S:
+        """Check every declared range and choice (and rules between settings); returns self.
+
+        Raises:
+            ConfigError: the first value that is not accepted, named as in the parameter file.
+        """
+        return check(self, _SECTION_PREFIX[type(self)])
+
+
 @dataclass(frozen=True)
-class DetectorConfig:
+class DetectorConfig(_Section):
     """Face detection (MediaPipe BlazeFace)."""
 
-    model: str = "short_range"  #: "short_range" (faces within ~2 m) or "full_range" (~5 m).
-    min_score: float = 0.5  #: minimum detection confidence, 0..1.
-    min_face_px: int = 24  #: faces whose box is narrower than this are ignored.
-    max_faces: int = 8  #: at most this many faces are processed per frame, largest first.
-    detect_scale: float = 1.0  #: frames are scaled by this before detection (0.1..1).
-
-    def validate(self) -> None:
-        _check_choice("detector.model", self.model, ("short_range", "full_range"))
-        _check_range("detector.min_score", self.min_score, 0.0, 1.0)
-        _check_range("detector.min_face_px", self.min_face_px, 1, 10000)
-        _check_range("detector.max_faces", self.max_faces, 1, 64)
-        _check_range("detector.detect_scale", self.detect_scale, 0.1, 1.0)
+    model: str = setting(
+        "short_range",
+        '"short_range" (faces within ~2 m) or "full_range" (~5 m).',
+        choices=registry_names("ros2_affect.core.detection", "DETECTORS"),
+    )
+    min_score: float = setting(0.5, "minimum detection confidence, 0..1.", range=(0.0, 1.0), live=True)
+    min_face_px: int = setting(24, "faces whose box is narrower than this are ignored.", range=(1, 10000), live=True)
+    max_faces: int = setting(
+        8, "at most this many faces are processed per frame, largest first.", range=(1, 64), live=True
+    )
+    detect_scale: float = setting(
+        1.0, "frames are scaled by this before detection (0.1..1).", range=(0.1, 1.0), live=True
+    )
 
 
 @dataclass(frozen=True)
-class LandmarksConfig:
+class LandmarksConfig(_Section):
     """Eye refinement with the Face Mesh landmark model."""
 
-    enabled: bool = True  #: refine the detector's eye keypoints (more precise alignment).
-    crop_scale: float = 1.5  #: side of the square landmark crop, in face-box widths.
-    #: refine each track's eyes on one frame in n, in between they follow its box (2: half the
-    #: Face Mesh time; eye error on AFEW-VA 0.133 -> 0.135 inter-ocular distances).
-    every_n_frames: int = 2
-
-    def validate(self) -> None:
-        _check_range("landmarks.crop_scale", self.crop_scale, 1.0, 3.0)
-        _check_range("landmarks.every_n_frames", self.every_n_frames, 1, 30)
+    enabled: bool = setting(True, "refine the detector's eye keypoints (more precise alignment).")
+    crop_scale: float = setting(
+        1.5, "side of the square landmark crop, in face-box widths.", range=(1.0, 3.0), live=True
+    )
+    every_n_frames: int = setting(
+        2,
+        "refine each track's eyes on one frame in n, in between they follow its box (2: half the "
+        "Face Mesh time; eye error on AFEW-VA 0.133 -> 0.135 inter-ocular distances).",
+        range=(1, 30),
+    )
 
 
 @dataclass(frozen=True)
-class AlignmentConfig:
+class AlignmentConfig(_Section):
     """Eye-levelled face crops."""
 
-    margin: float = 0.25  #: extra border around the face box, as a fraction of its size.
-    #: >0: scale so the eyes are this fraction of the crop apart (box ignored). 0.37 and
-    #: eye_y 0.39 are FER2013's medians (see ros2_affect/core/alignment.py).
-    eye_distance_ratio: float = 0.37
-    eye_y: float = 0.39  #: with eye_distance_ratio > 0: height of the eye midpoint, fraction of the crop from the top.
-    output_size_px: int = 48  #: crop side; overridden by the model's metadata when a model is loaded.
-    grayscale: bool = True  #: overridden by the model's metadata when a model is loaded.
-
-    def validate(self) -> None:
-        _check_range("alignment.margin", self.margin, 0.0, 1.0)
-        _check_range("alignment.eye_distance_ratio", self.eye_distance_ratio, 0.0, 0.9)
-        _check_range("alignment.eye_y", self.eye_y, 0.1, 0.9)
-        _check_range("alignment.output_size_px", self.output_size_px, 8, 512)
+    margin: float = setting(
+        0.25, "extra border around the face box, as a fraction of its size.", range=(0.0, 1.0), live=True
+    )
+    eye_distance_ratio: float = setting(
+        0.37,
+        ">0: scale so the eyes are this fraction of the crop apart (box ignored). 0.37 and "
+        "eye_y 0.39 are FER2013's medians (see ros2_affect/core/alignment.py).",
+        range=(0.0, 0.9),
+        live=True,
+    )
+    eye_y: float = setting(
+        0.39,
+        "with eye_distance_ratio > 0: height of the eye midpoint, fraction of the crop from the top.",
+        range=(0.1, 0.9),
+        live=True,
+    )
+    output_size_px: int = setting(
+        48, "crop side; overridden by the model's metadata when a model is loaded.", range=(8, 512)
+    )
+    grayscale: bool = setting(True, "overridden by the model's metadata when a model is loaded.")
 
 
 @dataclass(frozen=True)
-class TrackerConfig:
+class TrackerConfig(_Section):
     """Association of detections across frames."""
 
-    min_iou: float = 0.2  #: a match needs at least this overlap, or a close centre (below).
-    max_center_distance: float = 0.6  #: ... or centres closer than this many box widths.
-    min_hits: int = 2  #: a track is confirmed after this many matched frames.
-    max_misses: int = 10  #: a track is deleted after this many frames without a match.
-    max_tracks: int = 64  #: hard cap on live tracks (bounded memory).
-
-    def validate(self) -> None:
-        _check_range("tracker.min_iou", self.min_iou, 0.0, 1.0)
-        _check_range("tracker.max_center_distance", self.max_center_distance, 0.0, 10.0)
-        _check_range("tracker.min_hits", self.min_hits, 1, 100)
-        _check_range("tracker.max_misses", self.max_misses, 0, 1000)
-        _check_range("tracker.max_tracks", self.max_tracks, 1, 1024)
+    min_iou: float = setting(
+        0.2, "a match needs at least this overlap, or a close centre (below).", range=(0.0, 1.0), live=True
+    )
+    max_center_distance: float = setting(
+        0.6, "... or centres closer than this many box widths.", range=(0.0, 10.0), live=True
+    )
+    min_hits: int = setting(2, "a track is confirmed after this many matched frames.", range=(1, 100), live=True)
+    max_misses: int = setting(
+        10, "a track is deleted after this many frames without a match.", range=(0, 1000), live=True
+    )
+    max_tracks: int = setting(64, "hard cap on live tracks (bounded memory).", range=(1, 1024), live=True)
 
 
 @dataclass(frozen=True)
-class SequenceConfig:
+class SequenceConfig(_Section):
     """Per-track frame history for the temporal model."""
 
-    length: int = 8  #: frames per sequence; overridden by the model's metadata.
-    stride: int = 1  #: keep every n-th frame of a track.
-
-    def validate(self) -> None:
-        _check_range("sequence.length", self.length, 1, 256)
-        _check_range("sequence.stride", self.stride, 1, 100)
+    length: int = setting(8, "frames per sequence; overridden by the model's metadata.", range=(1, 256))
+    stride: int = setting(1, "keep every n-th frame of a track.", range=(1, 100), live=True)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Which affect model runs, and on what."""
 
-    kind: str = "temporal"  #: "temporal" (CNN-RNN over a sequence), "frame" (Emotion-GCN per frame) or "none".
-    frame_model: str = ""  #: path to the frame model ONNX; empty: the bundled default.
-    encoder_model: str = ""  #: path to the temporal model's frame encoder ONNX; empty: bundled default.
-    sequence_model: str = ""  #: path to the temporal model's sequence head ONNX; empty: bundled default.
-    backend: str = "onnxruntime"  #: "onnxruntime", "tensorrt" or "torch".
-    fallback_backend: str = "onnxruntime"  #: used (and logged) when ``backend`` cannot run here.
-    device: str = "cpu"  #: "cpu" or "cuda" (onnxruntime CUDA provider / TensorRT device).
-    threads: int = 1  #: intra-op threads for CPU inference (0: library default).
-    #: "auto": the bundled int8 graphs on the CPU (onnxruntime), fp16 engines on TensorRT;
-    #: "fp32" | "fp16" | "int8" force one (fp16 only means something to TensorRT).
-    precision: str = "auto"
-    engine_cache_dir: str = ""  #: where TensorRT engines are cached; empty: ~/.cache/ros2_affect.
-    flip_average: bool = False  #: average the prediction of the mirrored face too (slower, slightly better).
+    kind: str = setting(
+        "temporal",
+        '"temporal" (CNN-RNN over a sequence), "frame" (Emotion-GCN per frame) or "none".',
+        choices=("temporal", "frame", "none"),
+    )
+    frame_model: str = setting("", "path to the frame model ONNX; empty: the bundled default.")
+    encoder_model: str = setting("", "path to the temporal model's frame encoder ONNX; empty: bundled default.")
+    sequence_model: str = setting("", "path to the temporal model's sequence head ONNX; empty: bundled default.")
+    backend: str = setting(
+        "onnxruntime",
+        "the inference backend (ros2_affect.backends.BACKENDS).",
+        choices=registry_names("ros2_affect.backends", "BACKENDS"),
+    )
+    fallback_backend: str = setting(
+        "onnxruntime",
+        "used (and logged) when ``backend`` cannot run here; none: fail instead.",
+        choices=registry_names("ros2_affect.backends", "BACKENDS", "none"),
+    )
+    device: str = setting(
+        "cpu", '"cpu" or "cuda" (onnxruntime CUDA provider / TensorRT device).', choices=("cpu", "cuda")
+    )
+    threads: int = setting(1, "intra-op threads for CPU inference (0: library default).", range=(0, 64))
+    precision: str = setting(
+        "auto",
+        '"auto": the bundled int8 graphs on the CPU (onnxruntime), fp16 engines on TensorRT; '
+        '"fp32" | "fp16" | "int8" force one (fp16 only means something to TensorRT).',
+        choices=("auto", "fp32", "fp16", "int8"),
+    )
+    engine_cache_dir: str = setting("", "where TensorRT engines are cached; empty: ~/.cache/ros2_affect.")
+    flip_average: bool = setting(
+        False, "average the prediction of the mirrored face too (slower, slightly better).", live=True
+    )
 
-    def validate(self) -> None:
-        _check_choice("model.kind", self.kind, ("temporal", "frame", "none"))
-        _check_choice("model.backend", self.backend, ("onnxruntime", "tensorrt", "torch"))
-        _check_choice("model.fallback_backend", self.fallback_backend, ("onnxruntime", "torch", "none"))
-        _check_choice("model.device", self.device, ("cpu", "cuda"))
-        _check_range("model.threads", self.threads, 0, 64)
-        _check_choice("model.precision", self.precision, ("auto", "fp32", "fp16", "int8"))
+    def cross_check(self) -> None:
         if self.precision == "fp16" and self.backend == "onnxruntime":
             raise ConfigError(
                 "model.precision = 'fp16' is a TensorRT setting: onnxruntime would run the fp32 graphs; set "
@@ -156,71 +186,29 @@ class ModelConfig:
 class PipelineConfig:
     """All settings of :class:`ros2_affect.core.pipeline.AffectPipeline`."""
 
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
-    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    sequence: SequenceConfig = field(default_factory=SequenceConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = section(DetectorConfig)
+    landmarks: LandmarksConfig = section(LandmarksConfig)
+    alignment: AlignmentConfig = section(AlignmentConfig)
+    tracker: TrackerConfig = section(TrackerConfig)
+    sequence: SequenceConfig = section(SequenceConfig)
+    model: ModelConfig = section(ModelConfig)
 
     def validate(self) -> PipelineConfig:
-        for f in fields(self):
-            getattr(self, f.name).validate()
-        return self
+        """Check every section (:meth:`_Section.validate`); returns self.
+
+        Raises:
+            ConfigError: the first value that is not accepted.
+        """
+        return check(self)
+
+
+_SECTION_PREFIX = {f.default_factory: f"{f.name}." for f in fields(PipelineConfig)}  # type: ignore[misc]
+
+#: Every pipeline setting, dotted, with its declaration (type, default, range, doc, live).
+PIPELINE_SETTINGS: Tuple[Declared, ...] = declared(PipelineConfig)
 
 
 # -- loading -----------------------------------------------------------------------------------
-
-
-def _check_range(name: str, value: Union[int, float], low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
-        raise ConfigError(f"{name} = {value!r} is out of range; expected a number in [{low}, {high}]")
-
-
-def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"{name} = {value!r} is not accepted; choose one of {', '.join(choices)}{did_you_mean(value, choices)}"
-        )
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert a YAML/parameter value to the type of the field's default."""
-    expected = type(default)
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-    elif expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif expected is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif expected is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(
-        f"{name} = {value!r} has type {type(value).__name__}; expected {expected.__name__} "
-        f"(for example {name}: {default!r})"
-    )
-
-
-def _build(cls: Type[C], values: Mapping[str, Any], prefix: str) -> C:
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs: Dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if key not in known:
-            hint = did_you_mean(key, known, prefix)
-            raise ConfigError(f"unknown key {name!r}; accepted: {', '.join(sorted(known))}{hint}")
-        default = getattr(cls(), key)
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{name} must be a mapping of settings, got {value!r}")
-            kwargs[key] = _build(type(default), value, f"{name}.")
-        else:
-            kwargs[key] = _coerce(name, value, default)
-    return cls(**kwargs)
 
 
 def unflatten(params: Mapping[str, Any]) -> Dict[str, Any]:
@@ -233,18 +221,6 @@ def unflatten(params: Mapping[str, Any]) -> Dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return nested
-
-
-def flatten(config: Any, prefix: str = "") -> Dict[str, Any]:
-    """Dotted-name view of a config dataclass (the node declares one parameter each)."""
-    out: Dict[str, Any] = {}
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            out.update(flatten(value, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = value
-    return out
 
 
 def pipeline_config_from_dict(values: Mapping[str, Any]) -> PipelineConfig:
@@ -260,7 +236,7 @@ def pipeline_config_from_dict(values: Mapping[str, Any]) -> PipelineConfig:
                 nested[key].update(value)
             else:
                 nested[key] = value
-    return _build(PipelineConfig, nested, "").validate()
+    return merge(PipelineConfig(), nested).validate()
 
 
 def node_name_matches(pattern: str, fully_qualified_name: str) -> bool:
@@ -330,11 +306,11 @@ def load_parameter_file(
     fully_qualified = f"{namespace.rstrip('/')}/{node_name}"
     merged: Dict[str, Any] = {}
     matched = False
-    for key, section in data.items():
-        if not (isinstance(section, Mapping) and isinstance(section.get("ros__parameters"), Mapping)):
+    for key, part in data.items():
+        if not (isinstance(part, Mapping) and isinstance(part.get("ros__parameters"), Mapping)):
             continue
         if node_name_matches(str(key), fully_qualified):
-            merged.update(flatten_mapping(section["ros__parameters"]))
+            merged.update(flatten_mapping(part["ros__parameters"]))
             matched = True
     if not matched:
         raise ConfigError(

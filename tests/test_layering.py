@@ -74,7 +74,7 @@ def test_importing_the_pipeline_loads_no_ros_or_torch() -> None:
 # tracks, sequences and estimates (core), then drawings and messages, bags, tools, the node.
 LAYERS = (
     ("errors",),
-    ("registry", "assets", "outputs", "metrics"),
+    ("registry", "settings", "assets", "outputs", "metrics"),
     ("config",),
     ("backends",),
     ("core",),

@@ -1,16 +1,18 @@
-"""The node's declared parameters match config/affect.yaml and the config's enforced ranges."""
+"""The node's declared parameters match config/affect.yaml, the settings' declarations, the
+registries, the docs table and what the pipeline can apply live."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
-from ros2_affect import config as config_module
 from ros2_affect.assets import default_config_path
-from ros2_affect.config import PipelineConfig, flatten, flatten_mapping, load_parameter_file
+from ros2_affect.config import PIPELINE_SETTINGS, PipelineConfig, flatten, flatten_mapping, load_parameter_file
 from ros2_affect.errors import ConfigError
 from ros2_affect.node.parameters import (
+    LIVE_NODE_PARAMETERS,
     NODE_PARAMETERS,
     TUNABLE_PIPELINE_PARAMETERS,
     NodeSettings,
@@ -68,16 +70,26 @@ def test_pipeline_specs_follow_the_config_dataclasses() -> None:
     assert [s.default for s in specs] == list(flatten(PipelineConfig()).values())
 
 
-def test_ranges_and_choices_come_from_validate() -> None:
+def test_ranges_come_from_the_declarations_and_choices_from_the_registries() -> None:
+    from ros2_affect.backends import BACKENDS
+    from ros2_affect.core.detection import DETECTORS
+
     assert (SPECS["detector.min_score"].min_value, SPECS["detector.min_score"].max_value) == (0.0, 1.0)
     assert (SPECS["tracker.max_tracks"].min_value, SPECS["tracker.max_tracks"].max_value) == (1, 1024)
-    assert SPECS["detector.model"].choices == ("short_range", "full_range")
-    assert SPECS["model.backend"].choices == ("onnxruntime", "tensorrt", "torch")
+    assert isinstance(SPECS["tracker.max_tracks"].min_value, int)
+    assert isinstance(SPECS["alignment.margin"].max_value, float)
+    assert SPECS["detector.model"].choices == DETECTORS.names() == ("full_range", "short_range")
+    assert SPECS["model.backend"].choices == BACKENDS.names() == ("onnxruntime", "tensorrt", "torch")
+    assert SPECS["model.fallback_backend"].choices == BACKENDS.names() + ("none",)
     assert SPECS["model.backend"].additional_constraints == "one of: onnxruntime, tensorrt, torch"
-    # Recording the checks must leave the real checks in place.
+    assert SPECS["model.kind"].choices == ("temporal", "frame", "none")
+    # what a registry gains, the setting accepts (and what it loses, the setting refuses)
+    with BACKENDS.temporarily("mybackend", object):  # type: ignore[arg-type]
+        assert pipeline_config_from_parameters({"model.backend": "mybackend"}).model.backend == "mybackend"
+    with pytest.raises(ConfigError, match=r"model.backend = 'mybackend' is not accepted; choose one of onnxruntime"):
+        pipeline_config_from_parameters({"model.backend": "mybackend"})
     with pytest.raises(ConfigError, match=r"detector.min_score = 1.5 is out of range"):
         pipeline_config_from_parameters({"detector.min_score": 1.5})
-    assert config_module._check_range.__name__ == "_check_range"
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in SPECS.items() if s.min_value is not None and "." in n))
@@ -93,10 +105,9 @@ def test_every_declared_pipeline_range_is_enforced(name: str) -> None:
             pipeline_config_from_parameters({name: value})
 
 
-def test_descriptions_come_from_the_config_comments() -> None:
+def test_descriptions_come_from_the_declarations() -> None:
     assert "minimum detection confidence" in SPECS["detector.min_score"].description
     assert "[Face detection" in SPECS["detector.min_score"].description
-    # multi-line `#:` comment above the field
     assert "scale so the eyes are this fraction" in SPECS["alignment.eye_distance_ratio"].description
     for spec in SPECS.values():
         assert len(spec.description) > 15, spec.name
@@ -109,6 +120,44 @@ def test_model_selection_is_read_only_and_tuning_is_not() -> None:
     for name in TUNABLE_PIPELINE_PARAMETERS:
         assert name in SPECS and not SPECS[name].read_only, name
     assert not SPECS["latency_warn_ms"].read_only and not SPECS["publish_debug_image"].read_only
+    # the live sets as they were before the declarations carried them (behaviour unchanged)
+    assert TUNABLE_PIPELINE_PARAMETERS == {
+        "detector.min_score", "detector.min_face_px", "detector.max_faces", "detector.detect_scale",
+        "landmarks.crop_scale", "alignment.margin", "alignment.eye_distance_ratio", "alignment.eye_y",
+        "tracker.min_iou", "tracker.max_center_distance", "tracker.min_hits", "tracker.max_misses",
+        "tracker.max_tracks", "sequence.stride", "model.flip_average",
+    }
+    assert LIVE_NODE_PARAMETERS == {"publish_debug_image", "latency_warn_ms", "latency_error_ms"}
+
+
+def _another_value(spec: Any) -> Any:
+    """A valid value other than the default (a stricter one for detector.min_score)."""
+    default = spec.default
+    if isinstance(default, bool):
+        return not default
+    if spec.choices:
+        return next(c for c in spec.choices if c != default)
+    if isinstance(default, int):
+        return default + 1 if spec.max_value is None or default + 1 <= spec.max_value else default - 1
+    if isinstance(default, float):
+        return (default + spec.max_value) / 2 if default < spec.max_value else (spec.min_value + default) / 2
+    return "changed"
+
+
+def test_every_live_pipeline_setting_applies_in_place() -> None:
+    """What the declarations call live, AffectPipeline.retune applies without a rebuild."""
+    from ros2_affect.config import ModelConfig
+    from ros2_affect.core.pipeline import create_pipeline
+
+    base = PipelineConfig(model=ModelConfig(kind="none"))
+    with create_pipeline(base) as pipeline:
+        detector = pipeline.detector
+        for name in sorted(TUNABLE_PIPELINE_PARAMETERS):
+            value = _another_value(SPECS[name])
+            changed = pipeline_config_from_parameters({**flatten(base), name: value})
+            assert pipeline.retune(changed), name
+            assert flatten(pipeline.config)[name] == value and pipeline.detector is detector, name
+            assert pipeline.retune(base)
 
 
 def test_node_settings_defaults_match_the_specs() -> None:
@@ -186,3 +235,19 @@ def test_markdown_reference_lists_every_parameter() -> None:
     assert "| `detector.min_score` | double | `0.5` | 0 .. 1 | live |" in table
     assert "| `compressed` | bool | `false` |  | restart |" in table
     assert "| `model.backend` | string | `'onnxruntime'` | onnxruntime, tensorrt, torch | restart |" in table
+
+
+def test_docs_parameter_table_is_the_generated_one() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ros2.md").read_text(encoding="utf-8")
+    header = markdown_table().splitlines()[0]
+    assert header in docs, "docs/ros2.md has no parameter table"
+    start = docs.index(header)
+    end = docs.find("\n\n", start)
+    assert docs[start:end] == markdown_table(), (
+        "docs/ros2.md's parameter table differs from the declarations; regenerate it with "
+        "`python -m ros2_affect.node.parameters`"
+    )
+
+
+def test_pipeline_settings_are_the_config_fields() -> None:
+    assert [d.name for d in PIPELINE_SETTINGS] == list(flatten(PipelineConfig()))

@@ -109,16 +109,20 @@ def test_train_temporal_from_frame_checkpoint(tmp_path: Path, fer_tarball: Path)
 
 
 def test_unknown_config_key_rejected_with_closest_match(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*did you mean 'optim.lr'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'optim.lrr'.*did you mean 'optim.lr'"):
         load_train_config(None, ["optim.lrr=0.1"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'optm'.*did you mean 'optim'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'optm'.*did you mean 'optim'"):
         load_train_config(None, ["optm.lr=0.1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  epoch: 3\n")
     with pytest.raises(ConfigError, match="did you mean 'optim.epochs'"):
         load_train_config(bad)
-    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+    with pytest.raises(ConfigError, match=r"optim.lr = 'fast' has type str; expected float"):
         load_train_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"optim.schedule = 'cos' is not accepted; .*did you mean 'cosine'"):
+        load_train_config(None, ["optim.schedule=cos"])
+    with pytest.raises(ConfigError, match=r"optim.epochs = 0 is out of range; expected a number >= 1"):
+        load_train_config(None, ["optim.epochs=0"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("optim.lr")
 
@@ -204,3 +208,17 @@ def test_config_extends_another_file(tmp_path: Path) -> None:
         load_train_config(loop)
     with pytest.raises(ConfigError, match="swa_epochs must be in 0..optim.epochs"):
         load_train_config(None, ["optim.epochs=2", "optim.swa_epochs=3"])
+
+
+def test_every_training_config_file_loads_and_is_declared_like_the_runtime_settings() -> None:
+    from ros2_affect.settings import declared
+    from training.config import TrainConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    for path in sorted((repo / "config" / "train").glob("*.yaml")):
+        load_train_config(path)
+    settings = {d.name: d for d in declared(TrainConfig)}
+    assert settings["optim.schedule"].choices == ("cosine", "constant")
+    assert (settings["data.affectnet_ratio"].low, settings["data.affectnet_ratio"].high) == (0.0, 1.0)
+    assert settings["optim.epochs"].low == 1 and settings["optim.epochs"].high is None
+    assert "augment.erase_area" in settings and settings["model.kwargs"].default == {}
