@@ -20,7 +20,7 @@ Two modes:
 Metrics (one implementation: :mod:`ros2_affect.metrics`, via :mod:`training.metrics`):
 
 - ``expression_7``: the canonical seven classes; contempt photos are left out (as
-  :func:`training.data.labels.affectnet_table` does in 7-class mode) and a model with an
+  7-class training does, :func:`training.data.labels.class_names`) and a model with an
   8th class is scored on its seven canonical probabilities, renormalised. Accuracy, macro
   F1 (over the seven classes), mean class accuracy, per-class scores, confusion matrix,
   expected calibration error (15 equal-width bins of the top-1 confidence).
@@ -32,7 +32,10 @@ Metrics (one implementation: :mod:`ros2_affect.metrics`, via :mod:`training.metr
   derived them from its class probabilities.
 
 Unreadable images are skipped and counted (``photos.unreadable``), as are table rows that
-cannot be used (``photos.rows_left_out``, by reason).
+cannot be used (``photos.rows_left_out``, by reason: a missing image file). A bad value in
+the table (out of range, not a number, an unknown class) is an error naming its line: the
+table is read by :func:`ros2_affect.bags.photos.read_affectnet_photos`, whose rule
+:mod:`ros2_affect.bags.labels` documents.
 """
 
 from __future__ import annotations

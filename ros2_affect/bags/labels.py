@@ -26,6 +26,23 @@ CSV columns (header row required, order free, ``#`` lines are comments)::
 An empty cell means "not annotated"; a row with no expression, valence or arousal is no
 annotation at all (it does not count as an annotated frame). Label topics in bags hold
 ``affect_msgs/msg/AffectAnnotation`` messages (see :mod:`ros2_affect.bags.writer`).
+
+One rule for every dataset format read here and in :mod:`ros2_affect.bags.photos`
+(AffectNet ``labels.csv``, FER2013), shared by ``make-bag``, ``evaluate`` and training:
+
+- **missing**: only the format's own "not annotated" marker means a value is missing
+  (``None`` here, ``NaN`` / ``-1`` in training's arrays): an empty CSV cell, Aff-Wild2's
+  ``-5`` (valence/arousal) and ``-1`` (expression), AffectNet's ``-2`` (valence/arousal) and
+  its categories None/Uncertain/No-Face (no expression). Each value is judged on its own.
+- **anything else that is not a valid value raises** :class:`LabelError` naming the file,
+  the line (or frame key) and the value: a number outside the format's range (valence and
+  arousal -1..1, AFEW-VA -10..10; a rounding error of 1e-6 is clamped), a cell that is not
+  a number, an unknown expression name or class code. Nothing is silently dropped or
+  turned into ``NaN``.
+
+Expression names are mapped to canonical ones by the one table here,
+:data:`EXPRESSION_ALIASES` (:func:`expression_name`); Aff-Wild2's "Other" is
+:data:`OTHER`, which frame annotations treat as "no expression label".
 """
 
 from __future__ import annotations
@@ -39,7 +56,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS, CONTEMPT
-from ros2_affect.errors import BagError, DatasetError
+from ros2_affect.errors import BagError, DatasetError, did_you_mean
+from ros2_affect.msgs.messages import stamp_ns_of
 
 LOG = logging.getLogger(__name__)
 
@@ -52,17 +70,21 @@ DEFAULT_ANNOTATION_TOPIC = "/affect_annotations"
 #: Every expression name an annotation may carry.
 KNOWN_EXPRESSIONS: Tuple[str, ...] = CANONICAL_EXPRESSIONS + (CONTEMPT,)
 
-#: Dataset spellings -> canonical names; ``None``: a class outside the canonical set
-#: (Aff-Wild2's "Other"), treated as "no expression label".
-_EXPRESSION_ALIASES: Dict[str, Optional[str]] = {
-    **{name: name for name in KNOWN_EXPRESSIONS},
+#: Aff-Wild2's "Other" class: an expression outside the canonical set.
+OTHER = "other"
+
+#: The one class-name table: every spelling met in dataset folders, headers and label
+#: files (lower case) -> its canonical name (:data:`KNOWN_EXPRESSIONS` or :data:`OTHER`).
+EXPRESSION_ALIASES: Dict[str, str] = {
+    **{name: name for name in KNOWN_EXPRESSIONS + (OTHER,)},
     "angry": "anger",
     "happiness": "happy",
+    "joy": "happy",
     "sadness": "sad",
     "surprised": "surprise",
     "fearful": "fear",
     "disgusted": "disgust",
-    "other": None,
+    "contemptuous": "contempt",
 }
 
 #: Aff-Wild2 EXPR class order, used when an annotation file lacks its header line.
@@ -115,28 +137,73 @@ class AnnotationSet:
         return {a.frame_index: a for a in self.annotations if a.frame_index is not None}
 
 
-def canonical_expression(name: str, where: str) -> Optional[str]:
-    """Map a dataset's expression name to the canonical one (``None`` for "other").
+def expression_name(name: str, where: str = "", accepted: Sequence[str] = KNOWN_EXPRESSIONS + (OTHER,)) -> str:
+    """The canonical name of a dataset's expression spelling (``" Angry "`` -> ``"anger"``).
+
+    Args:
+        name: the spelling (case and surrounding spaces do not matter).
+        where: file and line for the error message.
+        accepted: the canonical names the caller takes (e.g. a model's classes).
 
     Raises:
-        LabelError: an unknown name; the message lists the accepted ones.
+        LabelError: ``name`` is unknown or not in ``accepted``; the message lists the
+            accepted names, their aliases and the closest one.
     """
     key = name.strip().lower()
-    if key not in _EXPRESSION_ALIASES:
+    canonical = EXPRESSION_ALIASES.get(key, key)
+    if canonical not in accepted:
+        aliases = sorted(k for k, v in EXPRESSION_ALIASES.items() if v in accepted and k != v)
+        hint = did_you_mean(key, sorted(set(accepted) | set(aliases)))
+        prefix = f"{where}: " if where else ""
         raise LabelError(
-            f"{where}: unknown expression {name!r}; accepted: {', '.join(KNOWN_EXPRESSIONS)} "
-            f"(aliases: {', '.join(k for k in _EXPRESSION_ALIASES if k not in KNOWN_EXPRESSIONS)})"
+            f"{prefix}unknown expression {name!r}; accepted: {', '.join(accepted)} "
+            f"(aliases: {', '.join(aliases)}){hint}"
         )
-    return _EXPRESSION_ALIASES[key]
+    return canonical
 
 
-def _unit_value(raw: float, where: str, name: str, scale: float = 1.0) -> float:
+def canonical_expression(name: str, where: str) -> Optional[str]:
+    """A frame annotation's expression: the canonical name, ``None`` for "other" (no label).
+
+    Raises:
+        LabelError: an unknown name (see :func:`expression_name`).
+    """
+    canonical = expression_name(name, where)
+    return None if canonical == OTHER else canonical
+
+
+def unit_value(raw: float, where: str, name: str, scale: float = 1.0) -> float:
+    """A valence or arousal value on ``-scale..scale``, rescaled to -1..1 (the module's rule).
+
+    Raises:
+        LabelError: not finite or outside the range; the message names ``where``, ``name``
+            and the value.
+    """
     value = float(raw) / scale
     if not math.isfinite(value) or not -1.0 - 1e-6 <= value <= 1.0 + 1e-6:
         raise LabelError(
             f"{where}: {name} = {raw!r} is outside the accepted range [{-scale:g}, {scale:g}]; check the file's scale"
         )
     return max(-1.0, min(1.0, value))
+
+
+def unit_cell(text: str, where: str, name: str, missing: Optional[float] = None) -> Optional[float]:
+    """A valence/arousal cell of a text file: ``None`` when empty or the format's ``missing``
+    marker, else :func:`unit_value` of the number.
+
+    Raises:
+        LabelError: not a number, or out of range.
+    """
+    cell = text.strip()
+    if not cell:
+        return None
+    try:
+        raw = float(cell)
+    except ValueError:
+        raise LabelError(f"{where}: {name} = {cell!r} is not a number") from None
+    if missing is not None and raw == missing:
+        return None
+    return unit_value(raw, where, name)
 
 
 # -- AFEW-VA -----------------------------------------------------------------------------------
@@ -200,8 +267,8 @@ def load_afew_va(path: PathLike) -> AnnotationSet:
         raw_v, raw_a = entry["valence"], entry["arousal"]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (raw_v, raw_a)):
             raise LabelError(f"{where}: valence/arousal must be numbers (-10..10), got {raw_v!r}, {raw_a!r}")
-        valence = _unit_value(raw_v, where, "valence", 10.0)
-        arousal = _unit_value(raw_a, where, "arousal", 10.0)
+        valence = unit_value(raw_v, where, "valence", 10.0)
+        arousal = unit_value(raw_a, where, "arousal", 10.0)
         annotations.append(Annotation(frame_index=index, valence=valence, arousal=arousal))
     annotations.sort(key=lambda a: a.frame_index or 0)
     meta = {k: v for k, v in data.items() if k != "frames" and isinstance(v, (str, int, float))}
@@ -244,20 +311,23 @@ def _parse_affwild2_expr(path: Path) -> Dict[int, Optional[str]]:
     return out
 
 
-def _parse_affwild2_va(path: Path) -> Dict[int, Tuple[float, float]]:
+#: Aff-Wild2's "not annotated" marker in VA files.
+AFFWILD2_NO_VA = -5.0
+
+
+def _parse_affwild2_va(path: Path) -> Dict[int, Tuple[Optional[float], Optional[float]]]:
     lines = _read_lines(path, "VA")
     body, offset = (lines[1:], 2) if lines[0].lower().startswith("valence") else (lines, 1)
-    out: Dict[int, Tuple[float, float]] = {}
+    out: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
     for i, line in enumerate(body):
         where = f"{path} line {i + offset}"
         parts = line.split(",")
-        try:
-            v, a = float(parts[0]), float(parts[1])
-        except (ValueError, IndexError):
-            raise LabelError(f"{where}: expected 'valence,arousal' (-1..1; -5: unannotated), got {line!r}") from None
-        if v == -5 or a == -5:
-            continue
-        out[i] = (_unit_value(v, where, "valence"), _unit_value(a, where, "arousal"))
+        if len(parts) != 2 or not all(part.strip() for part in parts):
+            raise LabelError(f"{where}: expected 'valence,arousal' (-1..1; -5: unannotated), got {line!r}")
+        v = unit_cell(parts[0], where, "valence", AFFWILD2_NO_VA)
+        a = unit_cell(parts[1], where, "arousal", AFFWILD2_NO_VA)
+        if v is not None or a is not None:
+            out[i] = (v, a)
     return out
 
 
@@ -278,7 +348,7 @@ def load_affwild2(expr_path: Optional[PathLike] = None, va_path: Optional[PathLi
     annotations = []
     for index in sorted(set(expr) | set(va)):
         v, a = va.get(index, (None, None))
-        if expr.get(index) is None and v is None:
+        if expr.get(index) is None and v is None and a is None:
             continue  # "Other" and no valence/arousal: nothing to score
         annotations.append(Annotation(frame_index=index, expression=expr.get(index), valence=v, arousal=a))
     source = " + ".join(str(p) for p in (expr_path, va_path) if p is not None)
@@ -371,8 +441,8 @@ def load_csv(path: PathLike) -> AnnotationSet:
                 stamp_ns=stamp,
                 face_id=row.get("face", ""),
                 expression=canonical_expression(expression, where) if expression else None,
-                valence=None if valence is None else _unit_value(valence, where, "valence"),
-                arousal=None if arousal is None else _unit_value(arousal, where, "arousal"),
+                valence=None if valence is None else unit_value(valence, where, "valence"),
+                arousal=None if arousal is None else unit_value(arousal, where, "arousal"),
             )
         )
     if unlabelled:
@@ -441,7 +511,7 @@ def load_labels(path: PathLike) -> AnnotationSet:
 def annotation_from_msg(msg: Any, where: str) -> Annotation:
     """An :class:`Annotation` from a decoded ``affect_msgs/msg/AffectAnnotation``."""
     try:
-        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        stamp = stamp_ns_of(msg.header.stamp)
         expression = None
         if msg.has_expression:
             expression = canonical_expression(str(msg.expression), where)

@@ -1,4 +1,6 @@
-"""Annotation loaders: the real AFEW-VA JSON, Aff-Wild2 and CSV files in their published formats."""
+"""Label readers: the real AFEW-VA JSON, Aff-Wild2, CSV, AffectNet labels.csv and FER2013 in their
+published formats, and the one rule for missing and out-of-range values (module docstring of
+ros2_affect.bags.labels)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,20 @@ from typing import Dict
 import pytest
 
 from ros2_affect.bags.labels import (
+    EXPRESSION_ALIASES,
+    KNOWN_EXPRESSIONS,
+    OTHER,
     LabelError,
     canonical_expression,
+    expression_name,
+    find_affwild2_labels,
     load_afew_va,
     load_affwild2,
     load_csv,
     load_labels,
     write_csv,
 )
+from ros2_affect.bags.photos import FER2013_CSV_CODES, FER2013_FOLDERS, fer2013_folder_images, read_affectnet_photos
 
 
 def test_afew_va_json_from_file_or_clip_folder(afew_clip_dir: Path, afew_annotation: Dict) -> None:
@@ -125,3 +133,110 @@ def test_unreadable_annotation_files_are_named(tmp_path: Path) -> None:
     latin1.write_text("\n\n")
     with pytest.raises(LabelError, match=r"Aff-Wild2 VA file '.*latin1\.txt' is empty"):
         load_affwild2(va_path=latin1)
+
+
+# -- one rule for every format: the format's marker is "missing", anything else invalid raises --
+
+AFFWILD2 = Path(__file__).resolve().parents[1] / "fixtures" / "affwild2" / "annotations"
+
+
+def test_affwild2_release_tree_markers_and_out_of_range(tmp_path: Path) -> None:
+    expr = AFFWILD2 / "EXPR_Set" / "Train_Set" / "video1.txt"
+    va = AFFWILD2 / "VA_Set" / "Train_Set" / "video1.txt"
+    assert find_affwild2_labels(tmp_path / "video1", [AFFWILD2]) == (expr, va)
+    with pytest.raises(LabelError, match=r"video1.txt line 5: valence = 1.5 is outside the accepted range \[-1, 1\]"):
+        load_affwild2(expr, va)
+    fixed = tmp_path / "va.txt"
+    fixed.write_text(va.read_text().replace("1.5,0.2", "1.0,0.2").replace("0.3,-0.1", "0.3,-5"))
+    labels = load_affwild2(expr, fixed)
+    rows = {a.frame_index: (a.expression, a.valence, a.arousal) for a in labels.annotations}
+    # frame 0: EXPR -1 and VA -5,-5: no annotation at all; frame 4: "Other" with VA
+    assert 0 not in rows and rows[1] == ("neutral", 0.1, 0.2) and rows[3] == ("happy", 1.0, 0.2)
+    assert rows[4] == (None, -0.25, 0.5) and rows[7] == ("anger", None, None)
+    assert rows[8] == ("disgust", 0.3, None)  # each value on its own: -5 arousal is missing, valence kept
+
+
+def test_the_same_value_rule_in_every_format(tmp_path: Path) -> None:
+    afew = tmp_path / "clip.json"
+    csv_file = tmp_path / "labels.csv"
+    va = tmp_path / "va.txt"
+    photos = tmp_path / "photos.csv"
+    # exactly on the range's ends: accepted
+    afew.write_text('{"frames": {"00000": {"valence": -10, "arousal": 10}}}')
+    csv_file.write_text("frame,valence,arousal\n0,-1,1\n")
+    va.write_text("valence,arousal\n-1,1\n")
+    photos.write_text("image,expression,valence,arousal\na.jpg,happy,-1,1\n")
+    assert [(a.valence, a.arousal) for a in load_afew_va(afew).annotations] == [(-1.0, 1.0)]
+    assert [(a.valence, a.arousal) for a in load_csv(csv_file).annotations] == [(-1.0, 1.0)]
+    assert [(a.valence, a.arousal) for a in load_affwild2(va_path=va).annotations] == [(-1.0, 1.0)]
+    assert [(r.valence, r.arousal) for r in read_affectnet_photos(photos)] == [(-1.0, 1.0)]
+    # an error naming file, line (or frame) and value, in every format
+    read_va = lambda path: load_affwild2(va_path=path)  # noqa: E731
+    cases = [
+        # just outside the range
+        (afew, '{"frames": {"00000": {"valence": -10.5, "arousal": 0}}}', load_afew_va,
+         r"clip.json frame '00000': valence = -10.5 is outside"),
+        (csv_file, "frame,valence,arousal\n0,0,1.01\n", load_csv, r"labels.csv line 2: arousal = 1.01 is outside"),
+        (va, "valence,arousal\n-1.01,0\n", read_va, r"va.txt line 2: valence = -1.01 is outside"),
+        (photos, "image,expression,valence,arousal\na.jpg,happy,0,-1.01\n", read_affectnet_photos,
+         r"photos.csv line 2: arousal = -1.01 is outside"),
+        # another format's marker is just a bad value: -2 in Aff-Wild2, -5 in AffectNet
+        (va, "valence,arousal\n-2,0\n", read_va, r"va.txt line 2: valence = -2.0 is outside"),
+        (photos, "image,expression,valence,arousal\na.jpg,happy,-5,0\n", read_affectnet_photos,
+         r"photos.csv line 2: valence = -5.0 is outside"),
+        # an empty cell where the format has no empty value, and not a number
+        (va, "valence,arousal\n0.1,\n", read_va, r"va.txt line 2: expected 'valence,arousal'"),
+        (photos, "image,expression,valence,arousal\na.jpg,happy,x,\n", read_affectnet_photos,
+         r"photos.csv line 2: valence = 'x' is not a number"),
+    ]
+    for path, text, read, message in cases:
+        path.write_text(text)
+        with pytest.raises(LabelError, match=message):
+            read(path)
+
+
+def test_affectnet_photo_table_markers(tmp_path: Path) -> None:
+    photos = tmp_path / "labels.csv"
+    photos.write_text(
+        " image , expression ,valence,arousal,landmarks_xy\n"
+        "a.jpg,1,-2,0.5,\n"  # code 1 = happy; -2: valence not annotated
+        "b.jpg,,,,\n"  # empty cells: nothing annotated
+        "c.jpg,No-Face,-2,-2,\n"  # AffectNet's not-an-expression categories: no expression label
+        "d.jpg,contemptuous,0.1,0.2," + " ".join(["1.5"] * 136) + "\n"
+    )
+    rows = read_affectnet_photos(photos)
+    assert [(r.line, r.image, r.expression, r.valence, r.arousal) for r in rows] == [
+        (2, "a.jpg", "happy", None, 0.5),
+        (3, "b.jpg", None, None, None),
+        (4, "c.jpg", None, None, None),
+        (5, "d.jpg", "contempt", 0.1, 0.2),
+    ]
+    assert rows[0].landmarks is None and rows[3].landmarks.shape == (68, 2)
+
+
+def test_one_class_name_table() -> None:
+    assert expression_name("Joy") == "happy" and expression_name("contemptuous") == "contempt"
+    assert expression_name("Other") == OTHER and canonical_expression("Other", "x") is None
+    assert EXPRESSION_ALIASES["angry"] == "anger"
+    assert set(EXPRESSION_ALIASES.values()) == set(KNOWN_EXPRESSIONS) | {OTHER}
+    assert FER2013_FOLDERS == {
+        "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happy",
+        "neutral": "neutral", "sad": "sad", "surprise": "surprise",
+    }
+    assert FER2013_CSV_CODES == ("anger", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    with pytest.raises(LabelError, match=r"f.txt line 2: unknown expression 'contempt'; accepted: neutral.*anger \("):
+        expression_name("contempt", "f.txt line 2", KNOWN_EXPRESSIONS[:-1])
+    with pytest.raises(LabelError, match=r"did you mean 'happiness'"):
+        expression_name("hapiness")
+
+
+def test_fer2013_folders(tmp_path: Path) -> None:
+    for name in ("happy", "Angry"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "1.jpg").write_bytes(b"")
+        (tmp_path / name / "notes.txt").write_text("x")
+    expected = [(tmp_path / "Angry" / "1.jpg", "anger"), (tmp_path / "happy" / "1.jpg", "happy")]
+    assert fer2013_folder_images(tmp_path) == expected
+    (tmp_path / "bored").mkdir()
+    with pytest.raises(LabelError, match=r"Unknown FER2013 class folder .*bored; accepted: angry, disgust"):
+        fer2013_folder_images(tmp_path)

@@ -156,14 +156,13 @@ def test_bad_rows_and_images_are_counted_and_no_face_is_a_miss(photos: Path, tmp
     bad = [
         dict(rows[0], image=str(tmp_path / "missing.jpg")),
         dict(rows[0], image=str(tmp_path / "broken.jpg")),
-        dict(rows[0], expression="joyful-ish"),
-        dict(rows[0], valence="abc"),
         dict(rows[0], image=str(tmp_path / "blank.png"), expression="happy", valence="0.5", arousal="0.5"),
     ]
     table = _write(tmp_path / "labels.csv", rows + bad)
     report, pred, data = evaluate_photos(FRAME, table, mode="pipeline")
     ph = report["photos"]
-    assert ph["rows_left_out"] == {"missing_image": 1, "unknown_expression": 1, "unparsable_row": 1}
+    assert ph["rows_left_out"] == {"missing_image": 1}
+    assert ph["rows_left_out_examples"] == [f"line 14: missing_image: {tmp_path / 'missing.jpg'}"]
     assert ph["unreadable"] == 1 and ph["unreadable_examples"] == [str(tmp_path / "broken.jpg")]
     assert ph["read"] == 13 and ph["no_face"] == 1 and ph["with_prediction"] == 12
     every, found = report["all"], report["detected"]
@@ -172,7 +171,11 @@ def test_bad_rows_and_images_are_counted_and_no_face_is_a_miss(photos: Path, tmp
     n7 = found["expression_7"]["n"]
     assert every["expression_7"]["accuracy"] == pytest.approx(found["expression_7"]["accuracy"] * n7 / (n7 + 1))
     assert every["valence"]["n"] == found["valence"]["n"] + 1
-    # what cannot be worked around is an error naming the problem
+    # what cannot be worked around is an error naming the problem: a bad value names its line
+    with pytest.raises(DatasetError, match=r"labels.csv line 14: unknown expression 'joyful-ish'"):
+        AffectNetPhotos(_write(tmp_path / "labels.csv", rows + [dict(rows[0], expression="joyful-ish")]))
+    with pytest.raises(DatasetError, match=r"labels.csv line 14: valence = 'abc' is not a number"):
+        AffectNetPhotos(_write(tmp_path / "labels.csv", rows + [dict(rows[0], valence="abc")]))
     with pytest.raises(DatasetError, match=r"columns \['valence'\] missing"):
         AffectNetPhotos(_write(tmp_path / "cols.csv", [{k: v for k, v in rows[0].items() if k != "valence"}]))
     with pytest.raises(DatasetError, match=r"no usable rows \(dropped: \{'missing_image': 1\}\)"):

@@ -1,17 +1,20 @@
-"""What the AffectNet, Aff-Wild2 and AFEW-VA loaders share.
+"""What training's face datasets share (:class:`training.data.affectnet.AffectNetPhotos`,
+and the image-folder evaluation of :mod:`training.evaluate`).
 
-- Sample types: :class:`FaceSample` (one crop) and :class:`SequenceSample` (``T`` crops
-  of one video). Labels use the conventions of :mod:`training.losses`: expression
-  ``-1`` means "no label", valence/arousal ``NaN`` means "no label".
+- :class:`FaceSample`: one crop with its labels, in the conventions of
+  :mod:`training.losses`: expression ``-1`` means "no label", valence/arousal ``NaN``
+  means "no label".
 - :func:`align_crop`: the face crop, made by the runtime's own
   :func:`ros2_affect.core.alignment.align_face` from the dataset's eye positions, so a
-  model sees at training time exactly the crops it gets on the robot.
+  model sees at training time exactly the crops it gets on the robot;
+  :func:`resize_crop` for images that are face crops already.
 - :class:`FaceDataset`: a lazy, indexable set of face records (torch's ``DataLoader``
   accepts it as a map-style dataset; no torch import here).
-- :func:`sequence_windows` / :class:`SequenceDataset`: fixed-length windows cut per video,
-  with the runtime's frame stride.
-"""
 
+Labels are read by the runtime's readers (:mod:`ros2_affect.bags.labels`,
+:mod:`ros2_affect.bags.photos`); temporal training cuts its sequences in
+:mod:`training.sequences`.
+"""
 from __future__ import annotations
 
 import logging
@@ -23,7 +26,6 @@ import cv2
 import numpy as np
 
 from ros2_affect.config import AlignmentConfig
-from ros2_affect.core.types import FaceDetection
 from ros2_affect.errors import DatasetError
 
 LOG = logging.getLogger(__name__)
@@ -50,31 +52,6 @@ class FaceSample:
     crop: np.ndarray
     expression: int
     va: np.ndarray
-    key: str = ""
-
-
-@dataclass(frozen=True)
-class SequenceSample:
-    """``T`` consecutive faces of one video, oldest first.
-
-    The sequence's target is its *last* frame's labels (``expression``, ``va``): the
-    runtime predicts the current frame from the frames up to it. Per-frame labels are
-    kept too for sequence-to-sequence losses.
-
-    Attributes:
-        crops: ``(T, S, S, C)`` uint8.
-        expression: label of the last frame, or -1.
-        va: ``(2,)`` float32 of the last frame (NaN: no label).
-        frame_expressions: ``(T,)`` int64.
-        frame_va: ``(T, 2)`` float32.
-        key: ``video/first_frame-last_frame``.
-    """
-
-    crops: np.ndarray
-    expression: int
-    va: np.ndarray
-    frame_expressions: np.ndarray
-    frame_va: np.ndarray
     key: str = ""
 
 
@@ -130,20 +107,6 @@ def align_crop(
     if crop.ndim == 2:
         crop = crop[:, :, None]
     return crop
-
-
-def detection_for(eyes_px: np.ndarray, bbox_xyxy_px: np.ndarray) -> FaceDetection:
-    """A :class:`FaceDetection` for a face known from annotations (score 1, eyes refined)."""
-    eyes = np.asarray(eyes_px, dtype=np.float32).reshape(2, 2)
-    keypoints = np.zeros((6, 2), dtype=np.float32)
-    keypoints[:2] = eyes
-    return FaceDetection(
-        bbox_xyxy_px=np.asarray(bbox_xyxy_px, dtype=np.float32).reshape(4),
-        score=1.0,
-        keypoints_px=keypoints,
-        eyes_px=eyes,
-        eyes_refined=True,
-    )
 
 
 def resize_crop(image: np.ndarray, size_px: int, grayscale: bool) -> np.ndarray:
@@ -211,109 +174,3 @@ class FaceDataset:
         sel = np.asarray(list(idx), dtype=np.int64)
         images = np.stack(crops) if crops else np.zeros((0, 1, 1, 1), np.uint8)
         return images, self.expressions[sel].copy(), self.va[sel].copy()
-
-
-def sequence_windows(
-    frame_numbers: Union[Sequence[int], np.ndarray],
-    length: int,
-    stride: int = 1,
-    hop: Optional[int] = None,
-    max_gap: int = 1,
-) -> np.ndarray:
-    """Cut one video's usable frames into fixed-length windows.
-
-    Args:
-        frame_numbers: the video's usable frame numbers, ascending (frames dropped for
-            missing labels or a missing face are simply absent).
-        length: ``T``, items per window.
-        stride: take every ``stride``-th frame inside a window, as the runtime's
-            ``sequence.stride`` does, so a window spans ``(T - 1) * stride + 1`` frames.
-        hop: frames between the starts of consecutive windows (default ``T * stride``,
-            non-overlapping).
-        max_gap: items of a window must be at most ``max_gap`` x ``stride`` frames apart
-            in the video, so a window never bridges a long stretch of dropped frames.
-
-    Returns:
-        ``(W, T)`` int64 positions into ``frame_numbers`` (not frame numbers).
-    """
-    if length < 1 or stride < 1 or max_gap < 1:
-        raise ValueError(f"length, stride and max_gap must be >= 1, got {length}, {stride}, {max_gap}")
-    hop = length * stride if hop is None else int(hop)
-    if hop < 1:
-        raise ValueError(f"hop must be >= 1, got {hop}")
-    frames = np.asarray(frame_numbers, dtype=np.int64)
-    if frames.size and np.any(np.diff(frames) <= 0):
-        raise ValueError("frame_numbers must be strictly ascending")
-    position = {int(f): i for i, f in enumerate(frames)}
-    windows: List[List[int]] = []
-    if frames.size == 0:
-        return np.zeros((0, length), dtype=np.int64)
-    start = int(frames[0])
-    last = int(frames[-1])
-    while start <= last:
-        if start in position:
-            items = [position[start]]
-            frame = start
-            while len(items) < length:
-                # the next item is the first usable frame at least `stride` later, within the gap
-                nxt = None
-                for f in range(frame + stride, frame + stride * max_gap + 1):
-                    if f in position:
-                        nxt = f
-                        break
-                if nxt is None:
-                    break
-                items.append(position[nxt])
-                frame = nxt
-            if len(items) == length:
-                windows.append(items)
-        start += hop
-    return np.asarray(windows, dtype=np.int64).reshape(-1, length)
-
-
-class SequenceDataset:
-    """Windows of ``T`` frames per video over a :class:`FaceDataset` of video frames.
-
-    Args:
-        frames: a frame dataset whose :attr:`video_of` (``(N,)`` video names) and
-            :attr:`frame_numbers` (``(N,)`` int64) say where each frame belongs.
-        length, stride, hop, max_gap: see :func:`sequence_windows`.
-    """
-
-    def __init__(
-        self, frames: FaceDataset, length: int, stride: int = 1, hop: Optional[int] = None, max_gap: int = 1
-    ) -> None:
-        self.frames = frames
-        self.length = int(length)
-        self.class_names = frames.class_names
-        video_of = np.asarray(frames.video_of)  # type: ignore[attr-defined]
-        numbers = np.asarray(frames.frame_numbers, dtype=np.int64)  # type: ignore[attr-defined]
-        windows: List[np.ndarray] = []
-        for video in dict.fromkeys(video_of.tolist()):  # first-seen order
-            rows = np.flatnonzero(video_of == video)
-            rows = rows[np.argsort(numbers[rows], kind="stable")]
-            pos = sequence_windows(numbers[rows], length, stride, hop, max_gap)
-            if len(pos):
-                windows.append(rows[pos])
-        #: ``(W, T)`` int64 indices into ``frames``.
-        self.windows = np.concatenate(windows) if windows else np.zeros((0, length), dtype=np.int64)
-
-    def __len__(self) -> int:
-        return int(self.windows.shape[0])
-
-    def __getitem__(self, index: int) -> SequenceSample:
-        rows = self.windows[int(index)]
-        crops = np.stack([self.frames.load_crop(int(r)) for r in rows])
-        expr = self.frames.expressions[rows].astype(np.int64)
-        va = self.frames.va[rows].astype(np.float32)
-        first, last = self.frames.keys[int(rows[0])], self.frames.keys[int(rows[-1])]
-        return SequenceSample(crops, int(expr[-1]), va[-1].copy(), expr, va, f"{first}..{last}")
-
-    @property
-    def expressions(self) -> np.ndarray:
-        """``(W,)`` the label of each window (its last frame's)."""
-        return self.frames.expressions[self.windows[:, -1]] if len(self) else np.zeros(0, np.int64)
-
-    def class_counts(self) -> np.ndarray:
-        labelled = self.expressions[self.expressions >= 0]
-        return np.bincount(labelled, minlength=len(self.class_names)).astype(np.int64)

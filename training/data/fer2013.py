@@ -6,6 +6,9 @@ canonical class order :data:`ros2_affect.core.types.CANONICAL_EXPRESSIONS`.
 
 Layouts
 -------
+Both are read by :mod:`ros2_affect.bags.photos`, the one reader of each, with the one
+class-name table; this module adds decoding, caching and the arrays.
+
 * Image folders (the shared copy, ``fer2013-images.tar.gz``)::
 
       <root>/fer2013/<Split>/<class>/*.jpg     Split: Training, PublicTest, PrivateTest
@@ -13,10 +16,8 @@ Layouts
 
   ``root`` may also be the ``.tar.gz`` itself; it is extracted once into a cache folder
   outside the repository (``$ROS2_AFFECT_CACHE`` or ``/tmp/ros2_affect_cache``).
-* ``fer2013.csv`` (Kaggle / ICML 2013 release): header ``emotion,pixels,Usage``; emotion
-  codes 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral; ``pixels`` is 2304
-  space-separated grey levels (row-major 48x48); ``Usage`` is ``Training``,
-  ``PublicTest`` or ``PrivateTest``.
+* ``fer2013.csv`` (Kaggle / ICML 2013 release): header ``emotion,pixels,Usage``
+  (:func:`ros2_affect.bags.photos.read_fer2013_csv`).
 
 Decoded splits are cached as ``.npz`` next to the extracted images, so a second load
 takes milliseconds.
@@ -24,34 +25,26 @@ takes milliseconds.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import cv2
 import numpy as np
 
+from ros2_affect.bags.photos import (
+    FER2013_IMAGE_SIZE_PX,
+    check_fer2013_split,
+    fer2013_folder_images,
+    read_fer2013_csv,
+)
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS
-from ros2_affect.errors import DatasetError, did_you_mean
+from ros2_affect.errors import DatasetError
 
-#: FER2013 folder names -> canonical class names.
-FOLDER_TO_CANONICAL: Dict[str, str] = {
-    "angry": "anger",
-    "disgust": "disgust",
-    "fear": "fear",
-    "happy": "happy",
-    "neutral": "neutral",
-    "sad": "sad",
-    "surprise": "surprise",
-}
-#: ``fer2013.csv`` emotion code -> canonical class name.
-CSV_CODE_TO_CANONICAL: Tuple[str, ...] = ("anger", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-SPLITS: Tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
-IMAGE_SIZE_PX = 48
+IMAGE_SIZE_PX = FER2013_IMAGE_SIZE_PX
 
 
 @dataclass(frozen=True)
@@ -79,13 +72,6 @@ class FerSplit:
 
     def subset(self, indices: np.ndarray) -> FerSplit:
         return FerSplit(self.images[indices], self.labels[indices], self.class_names, self.split)
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise DatasetError(
-            f"Unknown FER2013 split {split!r}; accepted: {', '.join(SPLITS)}{did_you_mean(split, SPLITS)}"
-        )
 
 
 def default_cache_dir() -> Path:
@@ -128,7 +114,7 @@ def load_fer2013_folder(root: Union[str, Path], split: str = "Training", use_cac
     Images that are not 48x48 are resized (area interpolation); unreadable files raise
     :class:`DatasetError` naming the file.
     """
-    _check_split(split)
+    check_fer2013_split(split)
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"FER2013 path {root} does not exist; pass the image folder or fer2013-images.tar.gz.")
@@ -144,23 +130,14 @@ def load_fer2013_folder(root: Union[str, Path], split: str = "Training", use_cac
 
     images: List[np.ndarray] = []
     labels: List[int] = []
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        name = class_dir.name.lower()
-        if name not in FOLDER_TO_CANONICAL:
-            raise DatasetError(
-                f"Unknown FER2013 class folder {class_dir}; accepted: {', '.join(sorted(FOLDER_TO_CANONICAL))}."
-            )
-        label = CANONICAL_EXPRESSIONS.index(FOLDER_TO_CANONICAL[name])
-        for f in sorted(class_dir.iterdir()):
-            if f.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-                continue
-            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise DatasetError(f"Cannot decode image {f}; delete or replace the file.")
-            if img.shape != (IMAGE_SIZE_PX, IMAGE_SIZE_PX):
-                img = cv2.resize(img, (IMAGE_SIZE_PX, IMAGE_SIZE_PX), interpolation=cv2.INTER_AREA)
-            images.append(img)
-            labels.append(label)
+    for f, name in fer2013_folder_images(split_dir):
+        img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise DatasetError(f"Cannot decode image {f}; delete or replace the file.")
+        if img.shape != (IMAGE_SIZE_PX, IMAGE_SIZE_PX):
+            img = cv2.resize(img, (IMAGE_SIZE_PX, IMAGE_SIZE_PX), interpolation=cv2.INTER_AREA)
+        images.append(img)
+        labels.append(CANONICAL_EXPRESSIONS.index(name))
     if not images:
         raise DatasetError(f"No images found under {split_dir}; expected <class>/*.jpg folders.")
     split_data = FerSplit(np.stack(images), np.asarray(labels, dtype=np.int64), CANONICAL_EXPRESSIONS, split)
@@ -176,38 +153,9 @@ def load_fer2013_folder(root: Union[str, Path], split: str = "Training", use_cac
 
 def load_fer2013_csv(csv_path: Union[str, Path], split: str = "Training") -> FerSplit:
     """Load one split (``Usage`` column) of the original ``fer2013.csv``."""
-    _check_split(split)
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DatasetError(f"fer2013.csv not found at {csv_path}; pass the path of the Kaggle/ICML csv file.")
-    images: List[np.ndarray] = []
-    labels: List[int] = []
-    with csv_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"emotion", "pixels", "Usage"}
-        if reader.fieldnames is None or not need.issubset(reader.fieldnames):
-            raise DatasetError(
-                f"{csv_path} has columns {reader.fieldnames}; a fer2013.csv needs emotion,pixels,Usage."
-            )
-        for line_no, row in enumerate(reader, start=2):
-            if row["Usage"] != split:
-                continue
-            try:
-                code = int(row["emotion"])
-                pix = np.array(row["pixels"].split(), dtype=np.int64)
-            except ValueError as exc:
-                raise DatasetError(f"{csv_path}:{line_no}: cannot parse emotion/pixels ({exc}).") from exc
-            if not 0 <= code < len(CSV_CODE_TO_CANONICAL):
-                raise DatasetError(f"{csv_path}:{line_no}: emotion code {code} not in 0..6.")
-            if pix.size != IMAGE_SIZE_PX * IMAGE_SIZE_PX or pix.min() < 0 or pix.max() > 255:
-                raise DatasetError(
-                    f"{csv_path}:{line_no}: pixels must be 2304 grey levels 0..255, got {pix.size} values."
-                )
-            images.append(pix.astype(np.uint8).reshape(IMAGE_SIZE_PX, IMAGE_SIZE_PX))
-            labels.append(CANONICAL_EXPRESSIONS.index(CSV_CODE_TO_CANONICAL[code]))
-    if not images:
-        raise DatasetError(f"{csv_path} has no rows with Usage={split!r}.")
-    return FerSplit(np.stack(images), np.asarray(labels, dtype=np.int64), CANONICAL_EXPRESSIONS, split)
+    images, names = read_fer2013_csv(csv_path, split)
+    labels = np.asarray([CANONICAL_EXPRESSIONS.index(n) for n in names], dtype=np.int64)
+    return FerSplit(images, labels, CANONICAL_EXPRESSIONS, split)
 
 
 def load_fer2013(path: Union[str, Path], split: str = "Training") -> FerSplit:
@@ -216,7 +164,3 @@ def load_fer2013(path: Union[str, Path], split: str = "Training") -> FerSplit:
     if p.suffix.lower() == ".csv":
         return load_fer2013_csv(p, split)
     return load_fer2013_folder(p, split)
-
-
-def class_names_from_folders(names: Sequence[str]) -> List[str]:
-    return [FOLDER_TO_CANONICAL[n] for n in names]
