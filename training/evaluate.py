@@ -18,7 +18,7 @@ so the numbers describe the deployed model, not a re-implementation of it.
 
 ``DIR`` holds one subfolder per class, named by canonical class name in any case or a
 known alias (FER2013's ``angry`` -> ``anger``, ``happiness`` -> ``happy``, see
-:data:`training.data.labels.ALIASES`), e.g. FER2013's ``PublicTest`` folder. Images are
+:data:`ros2_affect.bags.labels.EXPRESSION_ALIASES`), e.g. FER2013's ``PublicTest`` folder. Images are
 treated as already-aligned face crops and only resized to the model's input size and
 channels (:func:`training.data.faces.resize_crop`). A class folder the model has no
 class for is an error; an unreadable image is skipped and counted.
