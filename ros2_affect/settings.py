@@ -26,11 +26,13 @@ import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from ros2_affect.errors import ConfigError, did_you_mean
 
 _KEY = "ros2_affect.setting"
+
+T = TypeVar("T")
 
 Choices = Union[Tuple[str, ...], Callable[[], Iterable[str]]]
 
@@ -99,7 +101,8 @@ def registry_names(module: str, attribute: str, *extra: str) -> Callable[[], Tup
 
 def setting_of(f: dataclasses.Field) -> Setting:  # type: ignore[type-arg]
     """The declaration of a field (an empty one for a plain dataclass field)."""
-    return f.metadata.get(_KEY, Setting())
+    declaration: Setting = f.metadata.get(_KEY, Setting())
+    return declaration
 
 
 def _is_section(value: Any) -> bool:
@@ -203,7 +206,7 @@ def coerce(name: str, value: Any, default: Any) -> Any:
     )
 
 
-def merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
+def merge(base: T, updates: Mapping[str, Any], prefix: str = "") -> T:
     """``base`` with ``updates`` (nested mappings) applied: keys checked, values coerced.
 
     A section takes a mapping; a ``dict`` setting is updated key by key (free-form options).
@@ -213,7 +216,7 @@ def merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
         ConfigError: an unknown key (with the closest valid one), a section given a
             non-mapping, or a value of the wrong type.
     """
-    known = [f.name for f in dataclasses.fields(base)]
+    known = [f.name for f in dataclasses.fields(base)]  # type: ignore[arg-type]
     changes: Dict[str, Any] = {}
     for key, value in updates.items():
         name = f"{prefix}{key}"
@@ -231,7 +234,7 @@ def merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
             changes[key] = {**current, **coerce(name, value, current)}
         else:
             changes[key] = coerce(name, value, current)
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **changes)  # type: ignore[type-var]
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -277,7 +280,7 @@ def check_value(name: str, value: Any, s: Setting, default: Any = None) -> None:
             )
 
 
-def check(obj: Any, prefix: str = "") -> Any:
+def check(obj: T, prefix: str = "") -> T:
     """Every declared range and choice of ``obj`` and its sections, then each class's
     ``cross_check()`` (rules between settings); returns ``obj``.
 
@@ -285,7 +288,7 @@ def check(obj: Any, prefix: str = "") -> Any:
         ConfigError: the first value that is not accepted, named with its dotted key.
     """
     defaults = type(obj)()
-    for f in dataclasses.fields(obj):
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
         if _is_section(value):
             check(value, f"{prefix}{f.name}.")
