@@ -83,12 +83,13 @@ def section(cls: type) -> Any:
 
 
 def registry_names(module: str, attribute: str, *extra: str) -> Callable[[], Tuple[str, ...]]:
-    """Choices that are the names of a registry, looked up when first checked.
+    """Choices that are the names of a registry, looked up each time they are checked.
 
     ``registry_names("ros2_affect.backends", "BACKENDS", "none")``: the registered backends,
     plus ``"none"``. The registries live in layers above the configuration and import it
     to type their factories, so the configuration names them here rather than importing
-    them; the registry stays the one list of names.
+    them (importing the configuration loads neither); the registry stays the one list of
+    names, and an entry it gains (``Registry.temporarily``) is accepted at once.
     """
 
     def names() -> Tuple[str, ...]:

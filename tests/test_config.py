@@ -169,3 +169,23 @@ def test_registry_lists_names_and_closest_match_and_is_read_only() -> None:
         with registry.temporarily("full_range", 5):
             pass
     assert registry.get("full_range") == 2
+
+
+def test_choices_are_the_registries_names_and_importing_the_config_loads_no_registry() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ros2_affect.config as c\n"
+        "assert not {'ros2_affect.core.detection', 'ros2_affect.backends'} & set(sys.modules), 'loaded early'\n"
+        "from ros2_affect.backends import BACKENDS\n"
+        "from ros2_affect.core.detection import DETECTORS\n"
+        "s = {d.name: d for d in c.PIPELINE_SETTINGS}\n"
+        "assert s['detector.model'].choices == DETECTORS.names()\n"
+        "assert s['model.backend'].choices == BACKENDS.names()\n"
+        "assert s['model.fallback_backend'].choices == BACKENDS.names() + ('none',)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(ConfigError, match=r"detector.model = 'short-range' is not accepted; .*'short_range'"):
+        pipeline_config_from_dict({"detector.model": "short-range"})
