@@ -18,22 +18,15 @@ import numpy as np
 
 from ros2_affect.bags.labels import ANNOTATION_MSGTYPE, AnnotationSet, annotation_from_msg
 from ros2_affect.errors import AffectError, BagError
+from ros2_affect.msgs.messages import image_stamp_ns, stamp_ns_of
+from ros2_affect.msgs.msg_types import COMPRESSED_IMAGE_MSGTYPE, IMAGE_MSGTYPES
 
 LOG = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 T = TypeVar("T")
 
-RAW_IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE_MSGTYPE = "sensor_msgs/msg/CompressedImage"
-IMAGE_MSGTYPES = (RAW_IMAGE_MSGTYPE, COMPRESSED_IMAGE_MSGTYPE)
-CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
 STORAGE_SUFFIXES = {".db3": "sqlite3", ".mcap": "mcap"}
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    """``builtin_interfaces/Time`` -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass(frozen=True)
@@ -462,15 +455,15 @@ class BagReader:
             msg = self.decode_or_skip(message)
             if msg is None:
                 continue
-            header_ns = stamp_to_ns(msg.header.stamp)
+            stamp_ns, from_header = image_stamp_ns(msg.header, message.bag_time_ns)
             yield BagImage(
                 index=index,
                 topic=message.topic,
                 msgtype=message.msgtype,
-                stamp_ns=header_ns if header_ns > 0 else message.bag_time_ns,
+                stamp_ns=stamp_ns,
                 bag_time_ns=message.bag_time_ns,
                 frame_id=str(msg.header.frame_id),
-                stamp_from_header=header_ns > 0,
+                stamp_from_header=from_header,
                 msg=msg,
                 data=message.data,
             )
@@ -549,7 +542,7 @@ def read_predictions(bag: BagReader, topic: Optional[str] = None) -> Tuple[str, 
         frames.append(
             FramePrediction(
                 index=index,
-                stamp_ns=stamp_to_ns(msg.header.stamp),
+                stamp_ns=stamp_ns_of(msg.header.stamp),
                 bag_time_ns=message.bag_time_ns,
                 faces=tuple(face_prediction_from_msg(f) for f in msg.faces),
                 processing_latency_ms=float(msg.processing_latency_ms),

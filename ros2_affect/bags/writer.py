@@ -16,6 +16,7 @@ from typing import Any, Dict, Literal, Optional, Sequence, Union
 
 from ros2_affect.bags.labels import ANNOTATION_MSGTYPE, Annotation
 from ros2_affect.errors import AffectError, BagError
+from ros2_affect.msgs.messages import split_stamp_ns
 from ros2_affect.msgs.msg_types import create_typestore
 
 LOG = logging.getLogger(__name__)
@@ -314,11 +315,9 @@ class BagWriter:
 
 def make_header(typestore: Any, stamp_ns: int, frame_id: str) -> Any:
     """A ``std_msgs/msg/Header`` for ``stamp_ns``."""
+    sec, nanosec = split_stamp_ns(stamp_ns)
     time_cls = typestore.types["builtin_interfaces/msg/Time"]
-    header_cls = typestore.types["std_msgs/msg/Header"]
-    return header_cls(
-        stamp=time_cls(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)), frame_id=frame_id
-    )
+    return typestore.types["std_msgs/msg/Header"](stamp=time_cls(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
 def annotation_msg(typestore: Any, annotation: Annotation, stamp_ns: int, frame_id: str, source: str = "") -> Any:

@@ -1,16 +1,18 @@
 """One image message in, its pipeline result and FaceAffectArray out: the path every front end shares.
 
-The node (rclpy messages), ``ros2-affect replay`` and ``bench`` (rosbags messages) all turn a
-``sensor_msgs/Image`` or ``CompressedImage`` (and, when there is one, the image's
-``CameraInfo``) into a :class:`ProcessedFrame` here, so they decode, stamp, reset on
-backwards time, run the pipeline and build the message the same way.
+The node (rclpy messages), ``ros2-affect replay`` and ``run`` on a bag (which is replay
+plus a JSONL writer) and ``bench`` (rosbags messages) all turn a ``sensor_msgs/Image`` or
+``CompressedImage`` (and, when there is one, the image's ``CameraInfo``) into a
+:class:`ProcessedFrame` here, so they decode, stamp, run the pipeline and build the
+message the same way. Backwards time is handled once, by the tracker (it ends every
+track); this module only reports it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -23,13 +25,27 @@ from ros2_affect.msgs.messages import (
     build_face_affect_array,
     camera_model_from_info,
     header_for,
-    stamp_ns_of,
+    image_stamp_ns,
 )
+from ros2_affect.msgs.msg_types import COMPRESSED_IMAGE_MSGTYPE, RAW_IMAGE_MSGTYPE
+
+#: The one image-message dispatch: ROS message type (``msg_types.IMAGE_MSGTYPES``) -> decoder
+#: to ``(H, W, 3)`` uint8 RGB.
+IMAGE_DECODERS: Dict[str, Callable[[Any], np.ndarray]] = {
+    RAW_IMAGE_MSGTYPE: image_msg_to_rgb,
+    COMPRESSED_IMAGE_MSGTYPE: compressed_msg_to_rgb,
+}
+
+
+def image_msgtype(msg: Any) -> str:
+    """The type name of an image message of either flavour (rclpy or rosbags): a
+    ``sensor_msgs/CompressedImage`` has ``format``, a ``sensor_msgs/Image`` has not."""
+    return COMPRESSED_IMAGE_MSGTYPE if hasattr(msg, "format") else RAW_IMAGE_MSGTYPE
 
 
 def is_compressed(msg: Any) -> bool:
-    """sensor_msgs/CompressedImage (has ``format``) rather than sensor_msgs/Image; either flavour."""
-    return hasattr(msg, "format")
+    """sensor_msgs/CompressedImage rather than sensor_msgs/Image; either flavour."""
+    return image_msgtype(msg) == COMPRESSED_IMAGE_MSGTYPE
 
 
 def decode_image_msg(msg: Any) -> np.ndarray:
@@ -38,7 +54,7 @@ def decode_image_msg(msg: Any) -> np.ndarray:
     Raises:
         InvalidImageError: an unsupported encoding, inconsistent sizes, corrupt data.
     """
-    return compressed_msg_to_rgb(msg) if is_compressed(msg) else image_msg_to_rgb(msg)
+    return IMAGE_DECODERS[image_msgtype(msg)](msg)
 
 
 @dataclass(frozen=True)
@@ -71,8 +87,9 @@ class FrameProcessor:
         pipeline: an :class:`~ros2_affect.core.pipeline.AffectPipeline` (swappable:
             :attr:`pipeline`).
         msg_types: the message classes to build (rclpy's or a rosbags typestore's).
-        on_time_jump: called with ``(previous_ns, stamp_ns)`` when stamps go backwards (a
-            bag looping, a clock reset); the tracks are restarted either way.
+        on_time_jump: called with ``(previous_ns, stamp_ns)`` when stamps went backwards (a
+            bag looping, a clock reset); the pipeline's tracker has then ended every track
+            (:meth:`~ros2_affect.core.tracking.Tracker.update`, the one place that decides it).
     """
 
     def __init__(
@@ -89,7 +106,7 @@ class FrameProcessor:
         self.time_jumps = 0
 
     def reset(self) -> None:
-        """Forget the stamp history and the tracks (a new pipeline, a new recording)."""
+        """Forget the tracks and the last stamp (a new pipeline, a new recording)."""
         self._last_stamp_ns = None
         self.pipeline.reset()
 
@@ -116,17 +133,15 @@ class FrameProcessor:
         start = time.perf_counter()
         rgb = decode_image_msg(msg)
         decoded = time.perf_counter()
-        header_ns = stamp_ns_of(msg.header.stamp)
-        stamp_from_header = header_ns > 0 or fallback_stamp_ns is None
-        stamp_ns = header_ns if stamp_from_header else int(fallback_stamp_ns or 0)
-        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            self.time_jumps += 1
-            if self._on_time_jump is not None:
-                self._on_time_jump(self._last_stamp_ns, stamp_ns)
-            self.pipeline.reset()
-        self._last_stamp_ns = stamp_ns
+        stamp_ns, stamp_from_header = image_stamp_ns(msg.header, fallback_stamp_ns)
+        jumps_before = self.pipeline.tracker.time_jumps
         frame_id = str(msg.header.frame_id)
         result = self.pipeline.process(Frame(rgb, stamp_ns, frame_id))
+        if self.pipeline.tracker.time_jumps != jumps_before:  # the tracker restarted the tracks
+            self.time_jumps += 1
+            if self._on_time_jump is not None and self._last_stamp_ns is not None:
+                self._on_time_jump(self._last_stamp_ns, stamp_ns)
+        self._last_stamp_ns = stamp_ns
         camera, problem = self._camera_model(camera_info, int(rgb.shape[1]), int(rgb.shape[0]))
         # the header as it came (bit-exact stamps), unless its stamp was replaced
         header = msg.header if stamp_from_header else header_for(result, self._msg_types)

@@ -111,6 +111,19 @@ def stamp_ns_of(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def image_stamp_ns(header: Any, fallback_ns: Optional[int] = None) -> Tuple[int, bool]:
+    """The stamp an image is processed at, and whether it is its header's.
+
+    The header stamp, unless it is 0 (a driver that stamps nothing) and ``fallback_ns``
+    (a bag's receive time) is given: then ``fallback_ns``. The one place this rule lives
+    (bag reading and the frame processor both ask here).
+    """
+    header_ns = stamp_ns_of(header.stamp)
+    if header_ns > 0 or fallback_ns is None:
+        return header_ns, True
+    return int(fallback_ns), False
+
+
 def header_for(result: FrameResult, msg_types: MessageTypes) -> Any:
     """A std_msgs/Header carrying the result's stamp and frame id."""
     return msg_types.Header(stamp=to_time(result.stamp_ns, msg_types), frame_id=result.frame_id)

@@ -31,6 +31,12 @@ from ros2_affect.errors import AssetMissingError, ConfigError
 #: Where the node publishes (its ``~/faces``) and where the bag tools write and read results.
 FACES_TOPIC = "/affect_node/faces"
 FACE_AFFECT_ARRAY_MSGTYPE = "affect_msgs/msg/FaceAffectArray"
+#: The sensor_msgs types the front ends read (images raw or compressed, and their camera's CameraInfo).
+RAW_IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_MSGTYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
+#: The image types the tools process (each has its decoder in ``msgs.frame_processor.IMAGE_DECODERS``).
+IMAGE_MSGTYPES = (RAW_IMAGE_MSGTYPE, COMPRESSED_IMAGE_MSGTYPE)
 
 AFFECT_MSGS_PACKAGE = "affect_msgs"
 #: The messages the node publishes; a directory without them is not an affect_msgs/msg.

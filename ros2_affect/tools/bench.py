@@ -195,16 +195,14 @@ class MessageKit:
 
     def __init__(self, encoding: str = "rgb8") -> None:
         from ros2_affect.msgs.messages import rosbags_message_types
-        from ros2_affect.msgs.msg_types import create_typestore
+        from ros2_affect.msgs.msg_types import COMPRESSED_IMAGE_MSGTYPE, RAW_IMAGE_MSGTYPE, create_typestore
 
         if encoding not in ENCODINGS:
             raise ConfigError(f"--encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
         self.encoding = encoding
         store = create_typestore("humble")
-        self.Image = store.types["sensor_msgs/msg/Image"]
-        self.CompressedImage = store.types["sensor_msgs/msg/CompressedImage"]
-        self.Header = store.types["std_msgs/msg/Header"]
-        self.Time = store.types["builtin_interfaces/msg/Time"]
+        self.Image = store.types[RAW_IMAGE_MSGTYPE]
+        self.CompressedImage = store.types[COMPRESSED_IMAGE_MSGTYPE]
         self.out = rosbags_message_types(store)
         self._processor: Any = None  # the FrameProcessor of the pipeline last timed
 
@@ -212,8 +210,10 @@ class MessageKit:
         """The message a camera driver would publish for ``rgb`` (no row padding)."""
         import cv2
 
+        from ros2_affect.msgs.messages import to_time
+
         h, w = rgb.shape[:2]
-        header = self.Header(stamp=self.Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
+        header = self.out.Header(stamp=to_time(stamp_ns, self.out), frame_id=frame_id)
         if self.encoding == "jpeg":
             ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
             assert ok

@@ -1,8 +1,8 @@
 """The frame-source types the input kinds share: :class:`InputFrame`, :class:`InputOptions`, :class:`InputSource`.
 
 Apart from :mod:`ros2_affect.tools.inputs` (which picks a source for an INPUT argument) so
-that a source module such as :mod:`ros2_affect.tools.bag_input` needs only these types, and
-``inputs`` imports the sources without an import cycle.
+that a source module added beside it needs only these types, and ``inputs`` imports the
+sources without an import cycle.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 :func:`open_input` picks a source for an INPUT argument by trying :data:`INPUT_KINDS` in
 order; each entry is ``(kind, matches(spec) -> bool, open(spec, options) -> InputSource)``.
-Another source (e.g. a rosbag) is added by inserting an entry into that table before
-the generic ones. Every source yields :class:`InputFrame` tuples
-``(index, stamp_ns, image, name)`` with ``image`` as ``(H, W, 3)`` uint8 RGB.
+Another source is added by inserting an entry into that table before the generic ones.
+Every source yields :class:`InputFrame` tuples ``(index, stamp_ns, image, name)`` with
+``image`` as ``(H, W, 3)`` uint8 RGB.
+
+A rosbag (:func:`is_bag_input`) is no frame source: its image messages go through the
+frame processor as in ``ros2-affect replay`` (``run`` on a bag is a replay plus
+``results.jsonl``; see :class:`ros2_affect.tools.replay.BagReplay`).
 
 A folder of images is a set of unrelated **photos** by default: each is processed on its
 own (:attr:`InputSource.independent`; ``ros2-affect run`` resets the pipeline before each,
@@ -28,11 +32,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ros2_affect.bags.reader import STORAGE_SUFFIXES
 from ros2_affect.errors import ConfigError, InvalidImageError
-from ros2_affect.tools.bag_input import is_bag_input, open_bag_input
 from ros2_affect.tools.input_source import InputFrame, InputOptions, InputSource
 
-__all__ = ["INPUT_KINDS", "InputFrame", "InputOptions", "InputSource", "open_input"]
+__all__ = ["INPUT_KINDS", "InputFrame", "InputOptions", "InputSource", "is_bag_input", "open_input"]
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +64,14 @@ def read_image_rgb(path: Path) -> np.ndarray:
     from ros2_affect.core.image import decode_image_file
 
     return np.ascontiguousarray(decode_image_file(path)[:, :, ::-1])
+
+
+def is_bag_input(spec: str) -> bool:
+    """True for a rosbag2 folder (holding metadata.yaml) or a .db3/.mcap file."""
+    path = Path(spec)
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file()
+    return path.suffix in STORAGE_SUFFIXES and path.is_file()
 
 
 def _limit(options: InputOptions, length: Optional[int]) -> Optional[int]:
@@ -262,13 +274,12 @@ def describe_mode(source: InputSource) -> str:
 
 
 #: (kind, matches INPUT, opens it), tried in order. Insert new kinds before "folder"
-#: when they are directories (a rosbag is a folder).
+#: when they are directories.
 INPUT_KINDS: List[Tuple[str, Callable[[str], bool], Callable[[str, InputOptions], InputSource]]] = [
     ("sample", lambda spec: spec == "sample", open_sample),
     ("camera", _is_camera, open_camera),
     ("image", _is_image, open_image),
     ("video", _is_video, open_video),
-    ("bag", is_bag_input, open_bag_input),
     ("folder", _is_folder, open_folder),
 ]
 
@@ -277,10 +288,15 @@ def open_input(spec: str, options: Optional[InputOptions] = None) -> InputSource
     """Open INPUT (see :data:`INPUT_KINDS`).
 
     Raises:
-        ConfigError: INPUT does not exist or is of no supported kind; the message lists
-            the accepted kinds.
+        ConfigError: INPUT does not exist, is a rosbag (see :func:`is_bag_input`) or is of no
+            supported kind; the message lists the accepted kinds.
     """
     options = options or InputOptions()
+    if is_bag_input(spec):
+        raise ConfigError(
+            f"input {spec!r} is a rosbag, not a frame source: `ros2-affect run` and `replay` read its images "
+            "through the frame processor (ros2_affect.tools.replay.BagReplay)"
+        )
     if options.fps <= 0 or not math.isfinite(options.fps):
         raise ConfigError(f"--fps = {options.fps} is not accepted; pass a frame rate > 0")
     for _kind, matches, opener in INPUT_KINDS:

@@ -1,9 +1,14 @@
 """``ros2-affect run INPUT --out DIR``: run the pipeline on a video, photos, a rosbag, a camera or the sample.
 
 Writes ``DIR/results.jsonl`` (one JSON object per frame, see :func:`frame_record`) and
-annotated output: ``DIR/annotated.mp4`` for clips (video, camera, sample) or
+annotated output: ``DIR/annotated.mp4`` for clips (video, camera, sample, rosbag) or
 ``DIR/annotated/<name>.jpg`` for images and image folders. The pipeline settings come
 from the same parameter file the ROS node reads (default: the packaged affect.yaml).
+
+A rosbag INPUT is replayed exactly as ``ros2-affect replay`` does it
+(:class:`~ros2_affect.tools.replay.BagReplay`: the same frame processor as the node,
+camera_info pairing with ``use_camera_info``, header-or-bag-time stamps, ``--copy-input``)
+into ``DIR/bag``, and each image's result is also a line of ``results.jsonl``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +27,7 @@ from ros2_affect.bags.writer import STOPPED_BY_KEY, own_bag
 from ros2_affect.config import PipelineConfig
 from ros2_affect.core.types import FaceResult, Frame, FrameResult
 from ros2_affect.errors import AffectError, ConfigError, InferenceError, Interrupted
+from ros2_affect.msgs.msg_types import FACES_TOPIC
 from ros2_affect.outputs import OutputTarget, OwnedCheck, StopSignals, files_with_suffix, only_entries
 from ros2_affect.tools.cli_args import add_config_arguments, config_with_overrides, track_seed
 
@@ -153,6 +159,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="a rosbag INPUT: stop at the first unreadable message or damaged storage page "
                              "(default: skip them and count them as skipped)")
+    parser.add_argument("--image-topic", default=None,
+                        help="a rosbag INPUT: the image topic (default: the bag's only Image/CompressedImage topic)")
+    parser.add_argument("--copy-input", action="store_true",
+                        help="a rosbag INPUT: copy every input topic into DIR/bag too, as `replay --copy-input`")
     parser.add_argument("--sequence", action="store_true",
                         help="INPUT is a folder holding the numbered frames of one video: track faces across the "
                              "files (default: a folder holds unrelated photos, each processed on its own)")
@@ -184,15 +194,53 @@ def owned_run_output() -> OwnedCheck:
     )
 
 
+BAG_MODE = "mode: video (bag: frames in order, faces tracked across them)"
+
+
+def _source_items(
+    source: Any, pipeline: Any, stop: StopSignals, skipped: List[int]
+) -> Iterator[Tuple[int, str, np.ndarray, FrameResult]]:
+    """``(index, name, rgb, result)`` of every frame of a frame source through ``pipeline``,
+    until ``stop`` has received a signal; frames the pipeline refuses are logged and counted
+    in ``skipped[0]``."""
+    for item in source:
+        if stop.received:
+            return
+        if source.independent:  # unrelated photos: no track, eye or sequence state crosses files
+            pipeline.reset()
+        try:
+            result = pipeline.process(Frame(item.image, item.stamp_ns, source.name))
+        except InferenceError:
+            raise  # the model itself fails: every frame would, so stop with its message
+        except AffectError as exc:
+            skipped[0] += 1
+            if skipped[0] <= 3 or skipped[0] % ERROR_LOG_EVERY == 0:
+                LOG.warning("frame %d (%s) skipped: %s [%d skipped so far]", item.index, item.name, exc, skipped[0])
+            continue
+        yield item.index, item.name, item.image, result
+
+
+def _bag_fps(session: Any, default: float) -> float:
+    """The image topic's mean rate (for the annotated video), else ``default`` (``--fps``)."""
+    count, duration_s = session.info.count, session.bag.reader.duration / 1e9
+    return (count - 1) / duration_s if count > 1 and duration_s > 0 else default
+
+
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ros2_affect.core.pipeline import create_pipeline
     from ros2_affect.draw import annotate
-    from ros2_affect.tools.inputs import InputOptions, describe_mode, open_input
+    from ros2_affect.tools.inputs import InputOptions, describe_mode, is_bag_input, open_input
+    from ros2_affect.tools.replay import BagReplay, camera_info_setting
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames = {args.max_frames}; pass a number of frames >= 1")
+    is_bag = is_bag_input(str(args.input))
+    if not is_bag and (args.copy_input or args.image_topic):
+        raise ConfigError(
+            f"--copy-input and --image-topic apply to a rosbag INPUT only, and {str(args.input)!r} is not one"
+        )
     config = load_config(args.config, args.model_kind)
     # checked before any work: --out is not an input and replaces only an earlier run's output
     target = OutputTarget(
@@ -202,91 +250,104 @@ def main(args: argparse.Namespace) -> int:
         tool="run",
         inputs=[input_path(str(args.input)), args.config],
     )
-    source = open_input(
-        str(args.input),
-        InputOptions(fps=args.fps, max_frames=args.max_frames, sequence=args.sequence, strict=args.strict),
-    )
-    print(describe_mode(source))
+    source: Any = None
+    if not is_bag:
+        source = open_input(
+            str(args.input),
+            InputOptions(fps=args.fps, max_frames=args.max_frames, sequence=args.sequence, strict=args.strict),
+        )
+    print(describe_mode(source) if source is not None else BAG_MODE)
     stop = StopSignals("the current frame")
-    frames = faces = errors = 0
+    frames = faces = 0
+    skipped = [0]  # frames the pipeline refused (a frame source)
     stage_sums: Dict[str, float] = {}
     started = time.perf_counter()
+    session: Any = None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(source)
+        if source is not None:
+            stack.enter_context(source)
         staged = target.stage()  # everything is written beside --out, moved there when complete
         stack.callback(staged.discard)  # an error or no frame: the new output goes, an old one stays
         out_dir = staged.path
         out_dir.mkdir()
         stack.enter_context(stop)
-        pipeline = create_pipeline(config, tracker_seed=args.seed)
-        stack.callback(pipeline.close)
+        if is_bag:  # a rosbag in: replayed (one implementation), with DIR/bag as replay's output bag
+            session = stack.enter_context(
+                BagReplay(
+                    Path(args.input),
+                    out_dir / "bag",
+                    config,
+                    image_topic=args.image_topic,
+                    copy_input=args.copy_input,
+                    seed=args.seed,
+                    use_camera_info=camera_info_setting(args.config),
+                    strict=args.strict,
+                    max_images=args.max_frames,
+                    tool="run",
+                    inputs=[Path(args.input)],
+                    stop=stop,
+                )
+            )
+            pipeline = session.pipeline
+            name, fps, is_sequence = Path(args.input).name, _bag_fps(session, args.fps), True
+            length = session.info.count if args.max_frames is None else min(session.info.count, args.max_frames)
+            items: Iterator[Tuple[int, str, np.ndarray, FrameResult]] = (
+                (i.index, f"{i.index:06d}", i.processed.rgb, i.processed.result) for i in session.images()
+            )
+        else:
+            pipeline = create_pipeline(config, tracker_seed=args.seed)
+            stack.callback(pipeline.close)
+            name, fps, is_sequence, length = source.name, source.fps, source.is_sequence, source.length
+            items = _source_items(source, pipeline, stop, skipped)
         with_model = pipeline.model is not None
-        writer = None if args.no_video else AnnotatedWriter(out_dir, source.is_sequence, source.fps, args.video_codec)
+        writer = None if args.no_video else AnnotatedWriter(out_dir, is_sequence, fps, args.video_codec)
         if writer is not None:
             stack.callback(writer.close)
-        bag_out: Any = None
-        if source.kind == "bag":  # a rosbag in: also a bag out, as `ros2-affect replay` writes it
-            from ros2_affect.tools.bag_input import BagResultWriter
-
-            bag_out = BagResultWriter(source, out_dir / "bag")
-            stack.push(lambda kind, exc, tb: bag_out.close(exc))  # deletes it after an error
         with open(out_dir / "results.jsonl", "w") as results:
-            progress = tqdm(source, total=source.length, unit="frame", desc=f"run {source.name}", disable=None)
+            progress = tqdm(items, total=length, unit="frame", desc=f"run {name}", disable=None)
             stack.callback(progress.close)  # the bar ends its line before an error or Ctrl-C message
-            for item in progress:
-                if stop.received:
-                    break
-                if source.independent:  # unrelated photos: no track, eye or sequence state crosses files
-                    pipeline.reset()
-                try:
-                    result = pipeline.process(Frame(item.image, item.stamp_ns, source.name))
-                except InferenceError:
-                    raise  # the model itself fails: every frame would, so stop with its message
-                except AffectError as exc:
-                    errors += 1
-                    if errors <= 3 or errors % ERROR_LOG_EVERY == 0:
-                        LOG.warning(
-                            "frame %d (%s) skipped: %s [%d skipped so far]", item.index, item.name, exc, errors
-                        )
-                    continue
-                results.write(json.dumps(frame_record(item.index, item.name, result, with_model)) + "\n")
-                if bag_out is not None:
-                    bag_out.write(item.index, result)
+            # both item sources end once a signal is received; what they yielded is written
+            for index, frame_name, image, result in progress:
+                results.write(json.dumps(frame_record(index, frame_name, result, with_model)) + "\n")
                 frames += 1
                 faces += len(result.faces)
                 for key, value in result.stage_ms.items():
                     stage_sums[key] = stage_sums.get(key, 0.0) + value
                 if writer is not None:
-                    writer.write(annotate(item.image, result), item.name)
+                    writer.write(annotate(image, result), frame_name)
             progress.close()
-        skipped = errors + source.skipped
+        if session is not None:
+            replayed = session.tally()
+            total_skipped = len(replayed.skipped) + replayed.unreadable
+        else:
+            total_skipped = skipped[0] + source.skipped
         # a camera has no end: a signal is how a live run is stopped, and its output is complete
-        stopped = stop.received if source.kind != "camera" else None
+        stopped = stop.received if source is None or source.kind != "camera" else None
         if stopped and frames == 0:
             raise Interrupted(f"stopped by {stopped} before the first frame; nothing written", stopped)
         if frames == 0:
             raise ConfigError(
-                f"no frame of {args.input!r} could be processed ({skipped} skipped); see the warnings above"
+                f"no frame of {args.input!r} could be processed ({total_skipped} skipped); see the warnings above"
                 + (f"; {str(target.path)!r} was left as it was" if target.path.exists() else "")
             )
         if writer is not None:
             writer.close()
-        if bag_out is not None:
+        if session is not None:  # the output bag is finished before its folder is moved into place
             if stopped:
-                bag_out.close_partial({STOPPED_BY_KEY: stopped})
-            else:
-                bag_out.close()
+                session.close_partial({STOPPED_BY_KEY: stopped}, in_place=True)
+            session.close()
         final = staged.keep_partial() if stopped else staged.commit()
     elapsed = time.perf_counter() - started
     means = ", ".join(f"{k} {v / frames:.1f}" for k, v in stage_sums.items()) if frames else "-"
-    print(f"{frames} frames, {faces} faces, {skipped} skipped, {elapsed:.1f} s; mean ms per frame: {means}")
+    print(f"{frames} frames, {faces} faces, {total_skipped} skipped, {elapsed:.1f} s; mean ms per frame: {means}")
     if with_model and pipeline.rejected_outputs:
         print(f"warning: {pipeline.rejected_outputs} model outputs were non-finite and left out")
     print(f"results: {final / 'results.jsonl'}")
     if writer is not None and writer.written:
         print(f"annotated: {final / writer.path.name}")
-    if bag_out is not None:
-        print(f"bag: {final / 'bag'} ({bag_out.written} affect_msgs/FaceAffectArray on /affect_node/faces)")
+    if session is not None:
+        copied = f"; {len(replayed.copied)} input topics copied" if replayed.copied else ""
+        print(f"bag: {final / 'bag'} ({replayed.arrays} affect_msgs/FaceAffectArray on {FACES_TOPIC}{copied})")
     if stopped:
         raise Interrupted(
             f"stopped by {stopped} after {frames} frames of {args.input!r}: the partial output is in "
