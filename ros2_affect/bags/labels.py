@@ -430,7 +430,8 @@ def load_csv(path: PathLike) -> AnnotationSet:
             raise LabelError(f"{where}: neither 'frame' nor 'stamp_ns' is set")
         if frame is not None and frame < 0:
             raise LabelError(f"{where}: frame = {frame} is negative; frames are 0-based indices")
-        valence, arousal = number("valence", float), number("arousal", float)
+        valence = unit_cell(row.get("valence", ""), where, "valence")
+        arousal = unit_cell(row.get("arousal", ""), where, "arousal")
         expression = row.get("expression", "")
         if not expression and valence is None and arousal is None:
             unlabelled += 1  # a frame listed without any label: not an annotated frame
@@ -441,8 +442,8 @@ def load_csv(path: PathLike) -> AnnotationSet:
                 stamp_ns=stamp,
                 face_id=row.get("face", ""),
                 expression=canonical_expression(expression, where) if expression else None,
-                valence=None if valence is None else unit_value(valence, where, "valence"),
-                arousal=None if arousal is None else unit_value(arousal, where, "arousal"),
+                valence=valence,
+                arousal=arousal,
             )
         )
     if unlabelled:

@@ -90,6 +90,7 @@ def test_csv_round_trip_and_errors(tmp_path: Path) -> None:
         "expression\nhappy\n": r"needs a 'frame' or a 'stamp_ns' column",
         "frame,valence\n1,0.5,3\n": r"line 2: 3 cells for 2 columns",
         "frame,valence\nx,0.5\n": r"line 2: column 'frame' = 'x' is not a valid int",
+        "frame,valence\n1,high\n": r"line 2: valence = 'high' is not a number",
         "frame,valence\n1,2.0\n": r"line 2: valence = 2.0 is outside the accepted range \[-1, 1\]",
         "frame,valence\n-1,0.5\n": r"line 2: frame = -1 is negative",
         "frame,stamp_ns,valence\n,,0.5\n": r"line 2: neither 'frame' nor 'stamp_ns' is set",
