@@ -1,4 +1,5 @@
-"""Dependencies point one way: the core never imports ROS, torch or training code.
+"""Dependencies point one way: the core never imports ROS, torch or training code, and the
+runtime package (ros2_affect) never imports training at all: training sits above every layer.
 
 Checked twice: statically (every import statement in the files) and dynamically (importing
 the pipeline in a fresh interpreter must not load those modules).
@@ -23,11 +24,8 @@ BANNED = {
     ),
     "cv_bridge": ("core", "backends", "msgs", "draw", "bags", "tools", "node"),
     "torch": ("core", "msgs", "draw", "bags", "node", "tools", "metrics.py", "config.py", "assets.py", "outputs.py"),
-    "training": ("core", "msgs", "draw", "bags", "node", "tools", "metrics.py", "config.py", "assets.py", "outputs.py"),
     "launch": ("core", "backends", "msgs", "draw", "bags", "tools", "node"),
 }
-# The torch debugging backend is the one documented place that loads torch (lazily).
-ALLOWED = {("backends/torch_backend.py", "torch"), ("backends/torch_backend.py", "training")}
 
 
 def _imports(path: Path) -> Iterator[Tuple[str, int]]:
@@ -50,9 +48,45 @@ def test_no_banned_imports_in_package_files() -> None:
         rel = path.relative_to(PACKAGE).as_posix()
         for module, line in _imports(path):
             top = module.split(".")[0]
-            if top in BANNED and _area(rel) in BANNED[top] and (rel, top) not in ALLOWED:
+            if top in BANNED and _area(rel) in BANNED[top]:
                 violations.append(f"ros2_affect/{rel}:{line} imports {module}")
     assert not violations, "layering violations:\n" + "\n".join(violations)
+
+
+def test_the_runtime_never_imports_training() -> None:
+    """Above all layers: no ros2_affect file imports training, in-function imports included
+    (the torch backend lives in training/ and provides itself to the runtime's registry)."""
+    violations = [
+        f"ros2_affect/{path.relative_to(PACKAGE).as_posix()}:{line} imports {module}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for module, line in _imports(path)
+        if module.split(".")[0] == "training"
+    ]
+    assert not violations, "the runtime imports training:\n" + "\n".join(violations)
+
+
+def test_torch_backend_is_declared_by_the_runtime_and_provided_by_training() -> None:
+    pytest.importorskip("torch", reason="the torch backend needs torch")
+    code = (
+        "import sys\n"
+        "from ros2_affect.backends import BACKENDS, create_backend\n"
+        "from ros2_affect.errors import BackendUnavailableError\n"
+        "assert 'torch' in BACKENDS.names(), BACKENDS.names()\n"
+        "try:\n"
+        "    create_backend('torch')\n"
+        "except BackendUnavailableError as exc:\n"
+        "    print('refused:', exc)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'training']\n"
+        "import training.torch_backend\n"
+        "print('provided:', BACKENDS.get('torch').__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "refused: inference backend 'torch' cannot run here: the torch backend runs training checkpoints" in (
+        result.stdout
+    )
+    assert "python -m training.torch_backend run" in result.stdout
+    assert "provided: training.torch_backend" in result.stdout
 
 
 def test_importing_the_pipeline_loads_no_ros_or_torch() -> None:

@@ -7,14 +7,16 @@ Usage::
 
 ``MODEL`` is any of:
 
-- a training checkpoint (``.pt``), run with the runtime's ``torch`` backend;
+- a training checkpoint (``.pt``), run with the ``torch`` backend (:mod:`training.torch_backend`);
 - an exported frame graph (``.onnx``), run with the runtime's ``onnxruntime`` backend;
 - one graph of an exported temporal model (``NAME_encoder.onnx`` or ``NAME_sequence.onnx``;
   the other is found beside it) or the export's ``NAME.json`` sidecar.
 
-Either way the predictions go through :class:`ros2_affect.core.affect_model.AffectModel`,
-the code the robot runs (preprocessing, softmax, flip averaging, derived valence/arousal),
-so the numbers describe the deployed model, not a re-implementation of it.
+Either way the predictions go through the runtime's model classes
+(:class:`~ros2_affect.core.affect_model.FrameAffectModel`,
+:class:`~ros2_affect.core.affect_model.TemporalAffectModel`), the code the robot runs
+(preprocessing, softmax, flip averaging, derived valence/arousal), so the numbers describe
+the deployed model, not a re-implementation of it.
 
 ``DIR`` holds one subfolder per class, named by canonical class name in any case or a
 known alias (FER2013's ``angry`` -> ``anger``, ``happiness`` -> ``happy``, see
@@ -125,31 +127,36 @@ def resolve_graphs(model: Union[str, Path]) -> Dict[str, Path]:
 
 
 def load_model(model: Union[str, Path], tta: str = "none", max_batch: int = 64) -> Any:
-    """An :class:`~ros2_affect.core.affect_model.AffectModel` for ``--model`` (see module doc)."""
+    """A :class:`~ros2_affect.core.affect_model.FrameAffectModel` or
+    :class:`~ros2_affect.core.affect_model.TemporalAffectModel` for ``--model`` (see module doc)."""
     from ros2_affect.backends import create_backend
-    from ros2_affect.core.affect_model import AffectModel
+    from ros2_affect.core.affect_model import FrameAffectModel, TemporalAffectModel
     from ros2_affect.errors import ModelContractError
 
     graphs = resolve_graphs(model)
     flip = tta == "flip"
     if "checkpoint" in graphs:
-        backend = create_backend("torch", device="cpu")
+        from training.torch_backend import TorchBackend
+
+        backend = TorchBackend(device="cpu")
         path = graphs["checkpoint"]
         try:
             frame = backend.load(path, "frame", max_batch)
         except ModelContractError as exc:
             if "temporal checkpoint" not in str(exc):
                 raise
-            return AffectModel(
-                encoder=backend.load(path, "encoder", max_batch),
-                sequence=backend.load(path, "sequence", max_batch),
+            return TemporalAffectModel(
+                backend.load(path, "encoder", max_batch),
+                backend.load(path, "sequence", max_batch),
                 flip_average=flip,
                 max_batch=max_batch,
             )
-        return AffectModel(frame=frame, flip_average=flip, max_batch=max_batch)
+        return FrameAffectModel(frame, flip_average=flip, max_batch=max_batch)
     backend = create_backend("onnxruntime", device="cpu", threads=0)
     sessions = {role: backend.load(path, role, max_batch) for role, path in graphs.items()}
-    return AffectModel(**sessions, flip_average=flip, max_batch=max_batch)
+    if "frame" in sessions:
+        return FrameAffectModel(sessions["frame"], flip_average=flip, max_batch=max_batch)
+    return TemporalAffectModel(sessions["encoder"], sessions["sequence"], flip_average=flip, max_batch=max_batch)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -242,17 +249,10 @@ def predict_estimates(
     out: List[Any] = []
     for start in range(0, len(crops), batch):
         chunk = crops[start : start + batch]
-        if model.kind == "frame":
-            estimates = model.predict_frames(chunk)
-        elif sequences:
-            frames = _augmented_sequences(chunk, model.sequence_length, seed + start)
-            n, t = frames.shape[:2]
-            feats = model.encode(frames.reshape(n * t, *frames.shape[2:])).reshape(n, t, -1)
-            estimates = model.predict_sequences(feats, [t] * n)
+        if sequences and model.kind == "temporal":
+            estimates = model.estimate_clips(_augmented_sequences(chunk, model.sequence_length, seed + start))
         else:
-            feats = model.encode(chunk)
-            t = model.sequence_length
-            estimates = model.predict_sequences(np.repeat(feats[:, None, :], t, axis=1), [1] * len(chunk))
+            estimates = model.estimate_stills(chunk)
         for i, est in enumerate(estimates):
             if est is None:
                 raise ModelLoadError(

@@ -6,7 +6,8 @@ Sequences are built from the still images of ``DIR`` (one subfolder per class, e
 FER2013 ``PublicTest``) with the temporal augmentation the CNN-RNN was trained with
 (:func:`training.sequences.make_sequences`, fixed seed; the same sequences as
 ``python -m training.evaluate --sequences --seed S``). Both models run through the
-runtime's :class:`~ros2_affect.core.affect_model.AffectModel` (loaded like
+runtime's :class:`~ros2_affect.core.affect_model.FrameAffectModel` and
+:class:`~ros2_affect.core.affect_model.TemporalAffectModel` (loaded like
 ``training.evaluate`` does), and the report gives accuracy of
 
 * ``temporal``: the temporal model on each sequence;

@@ -16,7 +16,11 @@ import without their library installed (import it inside ``is_available``/``load
 ``is_available()`` then says why the backend cannot run, and
 :func:`create_backend_with_fallback` logs that reason and uses the fallback.
 
-The registry is filled when this package is imported and frozen afterwards.
+The registry is filled when this package is imported and frozen afterwards. One name is
+only declared here: ``torch`` (eager torch on training checkpoints, for debugging) lives with
+the training code (``training/torch_backend.py``), which the runtime never imports; training
+code provides it (``BACKENDS.provide``) when it imports that module. Until then,
+``model.backend: torch`` is refused with :data:`TORCH_BACKEND_HINT`.
 """
 
 from __future__ import annotations
@@ -38,8 +42,17 @@ BACKENDS: Registry[Type[InferenceBackend]] = Registry("inference backend")
 #: Modules that register backends, in order. onnxruntime is the reference backend; the
 #: others are optional: a module that is absent or fails to import is skipped (logged),
 #: so a broken optional backend never takes the onnxruntime path down with it.
-_BACKEND_MODULES = ("onnxruntime_backend", "tensorrt_backend", "torch_backend")
+_BACKEND_MODULES = ("onnxruntime_backend", "tensorrt_backend")
 _REQUIRED_MODULES = ("onnxruntime_backend",)
+
+#: Why ``model.backend: torch`` cannot run until training code provides it, and how to run it.
+TORCH_BACKEND_HINT = (
+    "the torch backend runs training checkpoints and lives with the training code (training/torch_backend.py), "
+    "which the runtime does not import; in a source checkout with torch, run the command through it "
+    "(python -m training.torch_backend run ... / replay ...) or `import training.torch_backend` before building "
+    "the pipeline; to deploy a model, export it (python -m training.export) and use onnxruntime or tensorrt"
+)
+BACKENDS.declare("torch", TORCH_BACKEND_HINT)
 
 
 def _import_backend_modules() -> None:
@@ -76,6 +89,9 @@ def create_backend(name: str, device: str = "cpu", threads: int = 1, **options: 
         UnknownNameError: no backend of that name (the message lists the registered ones).
         BackendUnavailableError: the backend cannot run here; the message has the reason.
     """
+    missing = BACKENDS.missing(name)
+    if missing is not None:
+        raise BackendUnavailableError(f"inference backend {name!r} cannot run here: {missing}")
     cls = BACKENDS.get(name)
     available, reason = cls.is_available()
     if not available:
@@ -118,4 +134,4 @@ def create_backend_with_fallback(
     return backend
 
 
-__all__ = ["BACKENDS", "InferenceBackend", "create_backend", "create_backend_with_fallback"]
+__all__ = ["BACKENDS", "TORCH_BACKEND_HINT", "InferenceBackend", "create_backend", "create_backend_with_fallback"]

@@ -1,14 +1,23 @@
-"""The affect model: expression probabilities and valence/arousal from aligned face crops.
+"""The affect models: expression probabilities and valence/arousal from aligned face crops.
 
-Wraps one *frame* graph, or a temporal pair of an *encoder* (run once per new crop) and a
-*sequence* head (run over the last T encoder features of each track), loaded through a
-backend from :mod:`ros2_affect.backends` by name; this module never imports torch or a
-backend library. Every estimate passes the same checks: softmax in float64 of the logits
-divided by the model's calibration temperature (metadata ``temperature``, 1.0 when absent;
-:mod:`ros2_affect.backends.base`), valence and
-arousal clipped to -1..1 (or derived from the probabilities for ``va_mode = "derived"``),
-and any non-finite output turns that face's estimate into ``None`` (counted in
-:attr:`AffectModel.rejected_outputs`) instead of being published.
+Two classes, one per kind of export, each with one :meth:`~AffectModel.estimate` that the
+pipeline calls for the current frame's tracked faces:
+
+- :class:`FrameAffectModel`: one *frame* graph, run on every crop.
+- :class:`TemporalAffectModel`: an *encoder* (run once per new crop) and a *sequence* head
+  (run over the last T encoder features of each track). It owns the per-track ring
+  buffers of those features (:class:`~ros2_affect.core.sequence.SequenceBuffers`): the
+  pipeline tells it which tracks ended (:meth:`~AffectModel.end_tracks`) and when time
+  jumped (:meth:`~AffectModel.reset`).
+
+Both share :class:`AffectModel` (class names, input settings, model_id, describe, and the
+checks every estimate passes): softmax in float64 of the logits divided by the model's
+calibration temperature (metadata ``temperature``, 1.0 when absent;
+:mod:`ros2_affect.backends.base`), valence and arousal clipped to -1..1 (or derived from
+the probabilities for ``va_mode = "derived"``), and any non-finite output turns that face's
+estimate into ``None`` (counted in :attr:`AffectModel.rejected_outputs`) instead of being
+published. Graphs are loaded through a backend from :mod:`ros2_affect.backends` by name
+(:func:`create_affect_model`); this module never imports torch or a backend library.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -31,6 +40,7 @@ from ros2_affect.backends import create_backend_with_fallback
 from ros2_affect.backends.base import InferenceSession, ModelMetadata
 from ros2_affect.backends.preprocess import flip_horizontal, to_model_input
 from ros2_affect.config import ModelConfig
+from ros2_affect.core.sequence import SequenceBuffers
 from ros2_affect.core.types import AffectEstimate
 from ros2_affect.core.valence_arousal import check_mapping
 from ros2_affect.errors import AssetMissingError, ModelContractError
@@ -84,44 +94,36 @@ def _check_pair(encoder: ModelMetadata, sequence: ModelMetadata, encoder_src: st
 
 
 class AffectModel:
-    """A loaded frame model or encoder + sequence pair.
-
-    Build it with :func:`create_affect_model`, or from loaded sessions with
-    ``AffectModel(frame=...)`` / ``AffectModel(encoder=..., sequence=...)``.
+    """What a frame model and a temporal model share; use one of the two subclasses.
 
     Args:
-        frame: a loaded ``frame`` graph.
-        encoder, sequence: a loaded ``encoder`` and ``sequence`` graph of one export.
-        flip_average: also run the mirrored crops and average (probabilities and
-            valence/arousal for a frame model; encoder features for a temporal model).
+        input_session: the graph that takes the image crops (frame graph or encoder).
+        head_session: the graph that outputs the logits (frame graph or sequence head).
+        flip_average: also run the mirrored crops and average (see the subclasses).
         max_batch: inputs larger than this are run in chunks (backends with a fixed
             maximum batch, e.g. TensorRT profiles).
 
     Raises:
-        ModelContractError: neither/both kinds given, a pair that does not match, or
-            derived valence/arousal requested for classes without coordinates.
+        ModelContractError: derived valence/arousal requested for classes without
+            coordinates, or an invalid calibration temperature.
     """
+
+    #: "frame" or "temporal" (descriptions and reports; the pipeline does not branch on it).
+    kind: ClassVar[str] = ""
+    #: the per-track sequence buffers (a temporal model's; None for a frame model).
+    buffers: Optional[SequenceBuffers] = None
 
     def __init__(
         self,
-        frame: Optional[InferenceSession] = None,
-        encoder: Optional[InferenceSession] = None,
-        sequence: Optional[InferenceSession] = None,
+        input_session: InferenceSession,
+        head_session: InferenceSession,
         flip_average: bool = False,
         max_batch: int = 8,
     ) -> None:
-        temporal = encoder is not None or sequence is not None
-        if (frame is not None and temporal) or (frame is None and (encoder is None or sequence is None)):
-            raise ModelContractError(
-                "an affect model is one frame graph, or an encoder and a sequence graph; got "
-                f"frame={frame is not None}, encoder={encoder is not None}, sequence={sequence is not None}"
-            )
-        self._frame, self._encoder, self._sequence = frame, encoder, sequence
-        if encoder is not None and sequence is not None:
-            _check_pair(encoder.metadata, sequence.metadata, str(encoder.path), str(sequence.path))
+        self._input, self._head = input_session, head_session
         self.flip_average = bool(flip_average)
         self.max_batch = max(int(max_batch), 1)
-        head = self._head.metadata
+        head = head_session.metadata
         #: calibration temperature T of the head graph: probabilities are softmax(logits / T).
         self.temperature = head.temperature  # raises ModelContractError (a ModelLoadError) for T <= 0 / NaN
         self._va_coords: Optional[np.ndarray] = None
@@ -129,35 +131,50 @@ class AffectModel:
             try:
                 self._va_coords = check_mapping(head.class_names)
             except ValueError as exc:
-                raise ModelContractError(f"{self._head.path}: va_mode is 'derived' but {exc}") from None
+                raise ModelContractError(f"{head_session.path}: va_mode is 'derived' but {exc}") from None
         # Read once: model_id goes into every face's estimate, every frame.
-        self._quantization = _parse_quantization(self._input.metadata.extra.get("quantization"))
+        self._quantization = _parse_quantization(input_session.metadata.extra.get("quantization"))
         self._model_id = head.model_id + ("-int8" if self._quantization is not None else "")
         #: faces whose model output was not finite (their estimate was dropped).
         self.rejected_outputs = 0
-        #: calls of the encoder graph (one per batch), for diagnostics and tests.
-        self.encoder_runs = 0
         self._last_reject_log = -float("inf")
+
+    # -- the pipeline's calls --------------------------------------------------------------
+
+    def estimate(self, track_ids: Sequence[str], crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        """One estimate per tracked face of the current frame (``None`` where rejected).
+
+        Args:
+            track_ids: the faces' track ids, one per crop.
+            crops: ``(N, S, S, C)`` uint8 aligned crops, in the order of ``track_ids``.
+        """
+        raise NotImplementedError
+
+    def estimate_stills(self, crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        """One estimate per ``(N, S, S, C)`` uint8 still image, with no track state (evaluation)."""
+        raise NotImplementedError
+
+    def end_tracks(self, track_ids: Iterable[str]) -> None:
+        """Forget the state of tracks that ended (the tracker's ``ended_track_ids``)."""
+
+    def reset(self) -> None:
+        """Forget the state of every track (e.g. time jumped back)."""
+
+    def retune(self, flip_average: bool, stride: int, max_tracks: int) -> bool:
+        """Apply live settings; False (nothing changed) when the loaded state cannot take them."""
+        self.flip_average = bool(flip_average)
+        return True
+
+    def close(self) -> None:
+        for session in self.sessions:
+            session.close()
 
     # -- description -----------------------------------------------------------------------
 
     @property
-    def _input(self) -> InferenceSession:
-        """The graph that takes image crops."""
-        session = self._frame if self._frame is not None else self._encoder
-        assert session is not None
-        return session
-
-    @property
-    def _head(self) -> InferenceSession:
-        """The graph that outputs the logits."""
-        session = self._frame if self._frame is not None else self._sequence
-        assert session is not None
-        return session
-
-    @property
-    def kind(self) -> str:
-        return "frame" if self._frame is not None else "temporal"
+    def sessions(self) -> Tuple[InferenceSession, ...]:
+        """The loaded graphs, the one that takes the crops first."""
+        return (self._input,) if self._input is self._head else (self._input, self._head)
 
     @property
     def input_size(self) -> int:
@@ -177,6 +194,7 @@ class AffectModel:
 
     @property
     def sequence_length(self) -> int:
+        """T, the frames a temporal model's head reads (1 for a frame model)."""
         return self._head.metadata.sequence_length
 
     @property
@@ -204,6 +222,7 @@ class AffectModel:
 
     @property
     def va_derived(self) -> bool:
+        """True: valence/arousal are derived from the class probabilities; False: regressed."""
         return self._head.metadata.va_derived
 
     @property
@@ -217,76 +236,28 @@ class AffectModel:
 
     @property
     def paths(self) -> Tuple[Path, ...]:
-        sessions = (self._frame,) if self._frame is not None else (self._encoder, self._sequence)
-        return tuple(s.path for s in sessions if s is not None)
+        return tuple(s.path for s in self.sessions)
 
     def describe(self) -> str:
         return (
             f"{self.kind} model {self.model_id} ({', '.join(p.name for p in self.paths)}; {self.channels}x"
             f"{self.input_size}x{self.input_size} input, classes {list(self.class_names)}, "
             f"valence/arousal {'derived' if self.va_derived else 'regressed'}"
-            + (f", T={self.sequence_length}" if self.kind == "temporal" else "")
+            + self._describe_extra()
             + (f", calibration temperature {self.temperature:g}" if self.temperature != 1.0 else "")
             + f", backend {self.backend_name})"
         )
 
-    # -- inference -------------------------------------------------------------------------
+    def _describe_extra(self) -> str:
+        return ""
+
+    # -- shared steps ----------------------------------------------------------------------
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """``(N, S, S, C)`` uint8 crops -> ``(N, C, S, S)`` float32 model input."""
         return to_model_input(crops, self.mean, self.std)
 
-    def predict_frames(self, crops: np.ndarray) -> List[Optional[AffectEstimate]]:
-        """Estimates for ``(N, S, S, C)`` uint8 crops with a frame model (one per crop)."""
-        if self._frame is None:
-            raise ModelContractError("predict_frames needs a frame model; this is a temporal model (use encode)")
-        x = self.preprocess(crops)
-        n = len(x)
-        if self.flip_average:
-            out = self._run(self._frame, np.concatenate([x, flip_horizontal(x)]))
-            probs = self._probabilities(out["logits"])
-            probs = (probs[:n] + probs[n:]) / 2
-            va = out.get("valence_arousal")
-            va = None if va is None else (va[:n].astype(np.float64) + va[n:]) / 2
-        else:
-            out = self._run(self._frame, x)
-            probs = self._probabilities(out["logits"])
-            va = out.get("valence_arousal")
-        return self._estimates(probs, va, np.ones(n, dtype=np.int64))
-
-    def encode(self, crops: np.ndarray) -> np.ndarray:
-        """``(N, S, S, C)`` uint8 crops -> ``(N, D)`` float32 encoder features (temporal model)."""
-        if self._encoder is None:
-            raise ModelContractError("encode needs a temporal model's encoder; this is a frame model")
-        x = self.preprocess(crops)
-        self.encoder_runs += 1
-        if self.flip_average:
-            n = len(x)
-            features = self._run(self._encoder, np.concatenate([x, flip_horizontal(x)]))["features"]
-            return np.ascontiguousarray((features[:n] + features[n:]) / 2, dtype=np.float32)
-        return self._run(self._encoder, x)["features"]
-
-    def predict_sequences(
-        self, features: np.ndarray, lengths: Union[Sequence[int], np.ndarray]
-    ) -> List[Optional[AffectEstimate]]:
-        """Estimates for ``(N, T, D)`` feature sequences (oldest first) of a temporal model.
-
-        ``lengths`` (N) is the number of real frames in each sequence (reported as
-        ``frames_used``).
-        """
-        if self._sequence is None:
-            raise ModelContractError("predict_sequences needs a temporal model; this is a frame model")
-        out = self._run(self._sequence, features)
-        return self._estimates(self._probabilities(out["logits"]), out.get("valence_arousal"), np.asarray(lengths))
-
-    def close(self) -> None:
-        for session in (self._frame, self._encoder, self._sequence):
-            if session is not None:
-                session.close()
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: ``softmax(logits / T)`` in float64 (derived
         valence/arousal are computed from these too)."""
         if self.temperature == 1.0:
@@ -305,6 +276,8 @@ class AffectModel:
     def _estimates(
         self, probs: np.ndarray, va: Optional[np.ndarray], frames_used: np.ndarray
     ) -> List[Optional[AffectEstimate]]:
+        """Estimates from calibrated probabilities and the head's valence/arousal output:
+        derived or regressed valence/arousal, clipped; non-finite rows rejected."""
         if self._va_coords is not None:
             va = probs @ self._va_coords  # NaN rows stay NaN and are rejected below
         elif va is None:
@@ -346,6 +319,147 @@ class AffectModel:
         return results
 
 
+class FrameAffectModel(AffectModel):
+    """A frame graph: each face's estimate comes from its current crop alone.
+
+    Args:
+        frame: a loaded ``frame`` graph.
+        flip_average: also run the mirrored crops and average the probabilities and
+            valence/arousal.
+        max_batch: see :class:`AffectModel`.
+    """
+
+    kind = "frame"
+
+    def __init__(self, frame: InferenceSession, flip_average: bool = False, max_batch: int = 8) -> None:
+        super().__init__(frame, frame, flip_average, max_batch)
+
+    def estimate(self, track_ids: Sequence[str], crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        return self.predict_frames(crops)
+
+    def estimate_stills(self, crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        return self.predict_frames(crops)
+
+    def predict_frames(self, crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        """Estimates for ``(N, S, S, C)`` uint8 crops (one per crop)."""
+        x = self.preprocess(crops)
+        n = len(x)
+        if self.flip_average:
+            out = self._run(self._input, np.concatenate([x, flip_horizontal(x)]))
+            probs = self.probabilities(out["logits"])
+            probs = (probs[:n] + probs[n:]) / 2
+            va = out.get("valence_arousal")
+            va = None if va is None else (va[:n].astype(np.float64) + va[n:]) / 2
+        else:
+            out = self._run(self._input, x)
+            probs = self.probabilities(out["logits"])
+            va = out.get("valence_arousal")
+        return self._estimates(probs, va, np.ones(n, dtype=np.int64))
+
+
+class TemporalAffectModel(AffectModel):
+    """An encoder and a sequence head of one export, with the per-track feature buffers.
+
+    :meth:`estimate` encodes only the crops the buffers will keep (one encoder batch),
+    pushes the features into each track's ring buffer, and runs the sequence head on every
+    given track's last T features (one batch): each crop is encoded exactly once, however
+    long the sequences.
+
+    Args:
+        encoder, sequence: a loaded ``encoder`` and ``sequence`` graph of one export.
+        flip_average: also encode the mirrored crops and average the features.
+        max_batch: see :class:`AffectModel`.
+        stride: keep every ``stride``-th crop of a track (``sequence.stride``).
+        max_tracks: the most tracks buffered at once (``tracker.max_tracks``); the
+            buffers are allocated now, for that many.
+
+    Raises:
+        ModelContractError: the two graphs do not come from the same export (see also
+            :class:`AffectModel`).
+    """
+
+    kind = "temporal"
+
+    def __init__(
+        self,
+        encoder: InferenceSession,
+        sequence: InferenceSession,
+        flip_average: bool = False,
+        max_batch: int = 8,
+        stride: int = 1,
+        max_tracks: int = 64,
+    ) -> None:
+        _check_pair(encoder.metadata, sequence.metadata, str(encoder.path), str(sequence.path))
+        super().__init__(encoder, sequence, flip_average, max_batch)
+        #: the last ``sequence_length`` encoder features of each live track.
+        self.buffers: SequenceBuffers = SequenceBuffers(
+            self.sequence_length, stride, (self.feature_dim,), np.float32, capacity=max_tracks
+        )
+        #: calls of the encoder graph (one per batch), for diagnostics and tests.
+        self.encoder_runs = 0
+
+    def estimate(self, track_ids: Sequence[str], crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        ids = list(track_ids)
+        # Encode only the crops the buffers will keep (stride), all in one batch.
+        new = [i for i, track_id in enumerate(ids) if self.buffers.wants(track_id)]
+        if new:
+            features = self.encode(crops[new])
+            for row, i in enumerate(new):
+                self.buffers.push(ids[i], features[row])
+        sequences, lengths = self.buffers.batch(ids)
+        return self.predict_sequences(sequences, lengths)
+
+    def estimate_stills(self, crops: np.ndarray) -> List[Optional[AffectEstimate]]:
+        """Each still as a face that stood still for T frames: its features repeated T
+        times, ``frames_used`` 1 (the buffers pad a new track the same way)."""
+        features = self.encode(crops)
+        window = np.repeat(features[:, None, :], self.sequence_length, axis=1)
+        return self.predict_sequences(window, np.ones(len(crops), dtype=np.int64))
+
+    def estimate_clips(self, frames: np.ndarray) -> List[Optional[AffectEstimate]]:
+        """One estimate per ``(N, T, S, S, C)`` uint8 clip (oldest frame first), no track state."""
+        n, t = frames.shape[:2]
+        features = self.encode(frames.reshape(n * t, *frames.shape[2:])).reshape(n, t, -1)
+        return self.predict_sequences(features, np.full(n, t, dtype=np.int64))
+
+    def end_tracks(self, track_ids: Iterable[str]) -> None:
+        self.buffers.drop(track_ids)
+
+    def reset(self) -> None:
+        self.buffers.clear()
+
+    def retune(self, flip_average: bool, stride: int, max_tracks: int) -> bool:
+        if max_tracks > self.buffers.capacity:
+            return False
+        self.buffers.stride = int(stride)
+        self.flip_average = bool(flip_average)
+        return True
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        """``(N, S, S, C)`` uint8 crops -> ``(N, D)`` float32 encoder features."""
+        x = self.preprocess(crops)
+        self.encoder_runs += 1
+        if self.flip_average:
+            n = len(x)
+            features = self._run(self._input, np.concatenate([x, flip_horizontal(x)]))["features"]
+            return np.ascontiguousarray((features[:n] + features[n:]) / 2, dtype=np.float32)
+        return self._run(self._input, x)["features"]
+
+    def predict_sequences(
+        self, features: np.ndarray, lengths: Union[Sequence[int], np.ndarray]
+    ) -> List[Optional[AffectEstimate]]:
+        """Estimates for ``(N, T, D)`` feature sequences (oldest first).
+
+        ``lengths`` (N) is the number of real frames in each sequence (reported as
+        ``frames_used``).
+        """
+        out = self._run(self._head, features)
+        return self._estimates(self.probabilities(out["logits"]), out.get("valence_arousal"), np.asarray(lengths))
+
+    def _describe_extra(self) -> str:
+        return f", T={self.sequence_length}"
+
+
 def _model_path(configured: str, default_name: str, int8: bool = False) -> Path:
     if configured:
         return Path(configured).expanduser()
@@ -364,11 +478,15 @@ def _model_path(configured: str, default_name: str, int8: bool = False) -> Path:
         ) from None
 
 
-def create_affect_model(config: ModelConfig, max_batch: int = 8) -> Optional[AffectModel]:
+def create_affect_model(
+    config: ModelConfig, max_batch: int = 8, stride: int = 1, max_tracks: int = 64
+) -> Optional[AffectModel]:
     """Load the model that ``config`` describes, through the configured backend.
 
-    Empty model paths mean the defaults bundled in ``ros2_affect/models``. Returns
-    ``None`` for ``kind: none``.
+    ``model.kind`` picks the class: a :class:`FrameAffectModel`, a
+    :class:`TemporalAffectModel` (its buffers keep every ``stride``-th crop of up to
+    ``max_tracks`` tracks), or ``None`` for ``kind: none``. Empty model paths mean the
+    defaults bundled in ``ros2_affect/models``.
 
     Raises:
         AssetMissingError: a model file is missing (the message says how to run without one).
@@ -395,9 +513,11 @@ def create_affect_model(config: ModelConfig, max_batch: int = 8) -> Optional[Aff
     int8 = config.bundled_int8(backend.name)
     if config.kind == "frame":
         frame = backend.load(_model_path(config.frame_model, DEFAULT_FRAME_MODEL, int8), "frame", max_batch)
-        return AffectModel(frame=frame, flip_average=config.flip_average, max_batch=max_batch)
+        return FrameAffectModel(frame, flip_average=config.flip_average, max_batch=max_batch)
     encoder_path = _model_path(config.encoder_model, DEFAULT_ENCODER_MODEL, int8)
     sequence_path = _model_path(config.sequence_model, DEFAULT_SEQUENCE_MODEL)
     encoder = backend.load(encoder_path, "encoder", max_batch)
     sequence = backend.load(sequence_path, "sequence", max_batch)
-    return AffectModel(encoder=encoder, sequence=sequence, flip_average=config.flip_average, max_batch=max_batch)
+    return TemporalAffectModel(
+        encoder, sequence, flip_average=config.flip_average, max_batch=max_batch, stride=stride, max_tracks=max_tracks
+    )

@@ -2,15 +2,19 @@
 
 Stages (each timed into ``FrameResult.stage_ms``)::
 
-    detect -> keep the max_faces largest -> landmarks (eye refinement) -> align -> track -> infer
+    detect -> keep the max_faces largest -> track -> landmarks (eye refinement) -> align -> infer
 
-``infer`` runs the affect model in one batch per frame: a frame model on all crops; a
-temporal model encodes only the new crops (one encoder batch), pushes the features into
-per-track ring buffers, and runs its sequence head on every current track's last T
-features (one batch). Each crop is encoded exactly once, however long the sequences.
+Tracking needs only the boxes, so it runs right after detection; the eye refinement then
+starts from each track's refined eyes of the previous frame. ``infer`` calls the affect
+model's one ``estimate`` with the tracks and their crops, in one batch per frame: a frame
+model runs on all crops (:class:`~ros2_affect.core.affect_model.FrameAffectModel`); a
+temporal model (:class:`~ros2_affect.core.affect_model.TemporalAffectModel`) encodes only
+the new crops (one encoder batch), pushes the features into the per-track ring buffers it
+owns, and runs its sequence head on every current track's last T features (one batch).
+Each crop is encoded exactly once, however long the sequences.
 
 Everything is built at configure time (:func:`create_pipeline`: detector, landmark model,
-ONNX sessions, preallocated buffers); :meth:`AffectPipeline.process` allocates only
+ONNX sessions, the model's preallocated sequence buffers); :meth:`AffectPipeline.process` allocates only
 per-frame arrays. There is no module state: two pipelines in one process are independent.
 """
 
@@ -24,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ros2_affect.config import AlignmentConfig, PipelineConfig
-from ros2_affect.core.affect_model import AffectModel, create_affect_model
+from ros2_affect.core.affect_model import AffectModel, TemporalAffectModel, create_affect_model
 from ros2_affect.core.alignment import FaceAligner
 from ros2_affect.core.detection import create_detector
 from ros2_affect.core.image import as_rgb
@@ -36,7 +40,7 @@ from ros2_affect.errors import ConfigError, ModelContractError
 
 LOG = logging.getLogger(__name__)
 
-STAGES = ("detect", "landmarks", "align", "track", "infer", "total")
+STAGES = ("detect", "track", "landmarks", "align", "infer", "total")
 
 
 def alignment_for_model(config: AlignmentConfig, model: Optional[AffectModel]) -> AlignmentConfig:
@@ -117,7 +121,6 @@ class AffectPipeline:
         aligner: FaceAligner,
         tracker: FaceTracker,
         model: Optional[AffectModel],
-        buffers: Optional[SequenceBuffers],
     ) -> None:
         self.config = config
         self.detector = detector
@@ -125,12 +128,16 @@ class AffectPipeline:
         self.aligner = aligner
         self.tracker = tracker
         self.model = model
-        self.buffers = buffers
         self.frames_processed = 0
         self.faces_dropped_total = 0
         #: track id -> its latest refined eyes (live tracks only).
         self._refined_eyes: Dict[str, _RefinedEyes] = {}
         self._next_phase = 0
+
+    @property
+    def buffers(self) -> Optional[SequenceBuffers]:
+        """The temporal model's per-track sequence buffers (None for a frame model or none)."""
+        return self.model.buffers if self.model is not None else None
 
     @property
     def rejected_outputs(self) -> int:
@@ -162,8 +169,8 @@ class AffectPipeline:
         t = time.perf_counter()
         tracks = self.tracker.update(detections, frame.stamp_ns)
         if self.tracker.ended_track_ids:
-            if self.buffers is not None:
-                self.buffers.drop(self.tracker.ended_track_ids)
+            if self.model is not None:
+                self.model.end_tracks(self.tracker.ended_track_ids)
             for track_id in self.tracker.ended_track_ids:
                 self._refined_eyes.pop(track_id, None)
         stage_ms["track"] = _ms(t)
@@ -181,10 +188,7 @@ class AffectPipeline:
         if self.model is not None and tracks:
             t = time.perf_counter()
             crops = np.stack([aligned[track.detection_index].crop for track in tracks])
-            if self.model.kind == "frame":
-                estimates = self.model.predict_frames(crops)
-            else:
-                estimates = self._infer_temporal(tracks, crops, frame.stamp_ns)
+            estimates = self.model.estimate([track.track_id for track in tracks], crops)
             stage_ms["infer"] = _ms(t)
 
         faces = tuple(
@@ -271,18 +275,6 @@ class AffectPipeline:
                 )
         return out
 
-    def _infer_temporal(self, tracks: List[Any], crops: np.ndarray, stamp_ns: int) -> List[Optional[AffectEstimate]]:
-        assert self.model is not None and self.buffers is not None
-        ids = [track.track_id for track in tracks]
-        # Encode only the crops the buffers will keep (stride), all in one batch.
-        new = [i for i, track_id in enumerate(ids) if self.buffers.wants(track_id)]
-        if new:
-            features = self.model.encode(crops[new])
-            for row, i in enumerate(new):
-                self.buffers.push(ids[i], features[row], stamp_ns)
-        sequences, lengths = self.buffers.batch(ids)
-        return self.model.predict_sequences(sequences, lengths)
-
     @property
     def confirmed_track_ids(self) -> Tuple[str, ...]:
         """The tracker's live confirmed tracks (faces keep these ids through short misses)."""
@@ -312,28 +304,27 @@ class AffectPipeline:
             return False
         if config.detector.min_score < getattr(self.detector, "created_min_score", config.detector.min_score):
             return False
-        if self.buffers is not None and config.tracker.max_tracks > self.buffers.capacity:
-            return False
         alignment = alignment_for_model(config.alignment, self.model)
         sequence = dataclasses.replace(config.sequence, length=current.sequence.length)
         config = dataclasses.replace(config, alignment=alignment, sequence=sequence)
+        # last check, and the model's settings change only when it passes
+        if self.model is not None and not self.model.retune(
+            config.model.flip_average, config.sequence.stride, config.tracker.max_tracks
+        ):
+            return False
         self.detector.config = config.detector
         if self.eye_locator is not None:
             self.eye_locator.config = config.landmarks
         self.aligner.config = alignment
         self.tracker.config = config.tracker
-        if self.buffers is not None:
-            self.buffers.stride = int(config.sequence.stride)
-        if self.model is not None:
-            self.model.flip_average = bool(config.model.flip_average)
         self.config = config
         return True
 
     def reset(self) -> None:
         """Forget all tracks and sequences (e.g. when a replay jumps back)."""
         self.tracker.reset()
-        if self.buffers is not None:
-            self.buffers.clear()
+        if self.model is not None:
+            self.model.reset()
         self._refined_eyes.clear()
 
     def close(self) -> None:
@@ -367,13 +358,18 @@ def create_pipeline(config: PipelineConfig, tracker_seed: Optional[int] = None) 
             a model cannot be loaded; the message names the file and the fix.
     """
     config.validate()
-    model = create_affect_model(config.model, max_batch=config.detector.max_faces)
+    model = create_affect_model(
+        config.model,
+        max_batch=config.detector.max_faces,
+        stride=config.sequence.stride,
+        max_tracks=config.tracker.max_tracks,
+    )
     detector = None
     eye_locator = None
     try:
         alignment = alignment_for_model(config.alignment, model)
         sequence = config.sequence
-        if model is not None and model.kind == "temporal" and model.sequence_length != sequence.length:
+        if isinstance(model, TemporalAffectModel) and model.sequence_length != sequence.length:
             LOG.info(
                 "sequence.length follows model %s: %d (parameter file: %d)",
                 model.model_id, model.sequence_length, sequence.length,
@@ -382,13 +378,8 @@ def create_pipeline(config: PipelineConfig, tracker_seed: Optional[int] = None) 
         config = dataclasses.replace(config, alignment=alignment, sequence=sequence)
         detector = create_detector(config.detector)
         eye_locator = create_eye_locator(config.landmarks)
-        buffers = None
-        if model is not None and model.kind == "temporal":
-            buffers = SequenceBuffers(
-                sequence.length, sequence.stride, (model.feature_dim,), np.float32, capacity=config.tracker.max_tracks
-            )
         tracker = FaceTracker(config.tracker, seed=tracker_seed)
-        pipeline = AffectPipeline(config, detector, eye_locator, FaceAligner(alignment), tracker, model, buffers)
+        pipeline = AffectPipeline(config, detector, eye_locator, FaceAligner(alignment), tracker, model)
     except BaseException:
         for part in (eye_locator, detector, model):
             close = getattr(part, "close", None)

@@ -2,7 +2,8 @@
 
 All storage is allocated once, up front, for ``capacity`` tracks: pushing never
 allocates, and memory does not grow with the number of tracks ever seen. A temporal
-model's encoder runs once per new frame and its feature vector is pushed here; the
+model (:class:`~ros2_affect.core.affect_model.TemporalAffectModel`, which owns its
+buffers) runs its encoder once per new frame and pushes the feature vector here; its
 sequence head then reads the last ``length`` features of each track in one batch.
 """
 
@@ -13,8 +14,6 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
-
-from ros2_affect.core.types import FaceSequence
 
 LOG = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ class SequenceBuffers:
         self.item_shape = tuple(int(s) for s in item_shape)
         self.capacity = int(capacity)
         self._items = np.zeros((self.capacity, self.length) + self.item_shape, dtype=dtype)
-        self._stamps = np.zeros((self.capacity, self.length), dtype=np.int64)
         self._slot: Dict[str, int] = {}
         self._free: List[int] = list(range(self.capacity - 1, -1, -1))
         self._next = np.zeros(self.capacity, dtype=np.int64)  # ring write position
@@ -62,7 +60,7 @@ class SequenceBuffers:
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers (fixed at construction)."""
-        return int(self._items.nbytes + self._stamps.nbytes)
+        return int(self._items.nbytes)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -79,7 +77,7 @@ class SequenceBuffers:
         slot = self._slot.get(track_id)
         return slot is None or int(self._pushes[slot]) % self.stride == 0
 
-    def push(self, track_id: str, item: np.ndarray, stamp_ns: int) -> bool:
+    def push(self, track_id: str, item: np.ndarray) -> bool:
         """Offer the newest item of a track; returns True when it was stored.
 
         Raises:
@@ -101,7 +99,6 @@ class SequenceBuffers:
             return False
         position = int(self._next[slot])
         self._items[slot, position] = item
-        self._stamps[slot, position] = int(stamp_ns)
         self._next[slot] = (position + 1) % self.length
         self._count[slot] = min(int(self._count[slot]) + 1, self.length)
         return True
@@ -124,17 +121,6 @@ class SequenceBuffers:
             out[row] = self._items[slot, order]
             lengths[row] = self._count[slot]
         return out, lengths
-
-    def sequence(self, track_id: str) -> FaceSequence:
-        """The buffered sequence of one track (copies; oldest first, padded at the front)."""
-        slot = self._require(track_id)
-        order = self._order(slot)
-        return FaceSequence(
-            track_id=track_id,
-            items=self._items[slot, order].copy(),
-            stamps_ns=self._stamps[slot, order].copy(),
-            length=int(self._count[slot]),
-        )
 
     def drop(self, track_ids: Iterable[str]) -> None:
         """Free the buffers of ended tracks (unknown ids are ignored)."""

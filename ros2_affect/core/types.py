@@ -2,7 +2,10 @@
 
 Data flows one way through these types::
 
-    Frame -> FaceDetection -> AlignedFace -> Track -> FaceSequence -> AffectEstimate -> FaceResult
+    Frame -> FaceDetection -> Track -> AlignedFace -> AffectEstimate -> FaceResult
+
+(a temporal model keeps each track's recent crops as encoder features in its own ring
+buffers, :mod:`ros2_affect.core.sequence`, and reads them as one batch per frame).
 
 Every type is a frozen dataclass. Arrays inside them are treated as read-only by
 convention: a stage that needs to change an array copies it first. Coordinates are
@@ -127,25 +130,6 @@ class Track:
     misses: int
     age_frames: int
     detection_index: int = -1
-
-
-@dataclass(frozen=True)
-class FaceSequence:
-    """The recent items of one track, for a temporal model.
-
-    Attributes:
-        track_id: the owning track.
-        items: ``(T, ...)`` float32, oldest first: model-ready crops or the
-            per-frame feature vectors a frame encoder computed from them.
-        stamps_ns: ``(T,)`` int64 stamps of the items.
-        length: number of valid items (``<= T``); when fewer than ``T`` frames
-            have been seen the oldest valid item is repeated at the front.
-    """
-
-    track_id: str
-    items: np.ndarray
-    stamps_ns: np.ndarray
-    length: int
 
 
 @dataclass(frozen=True)

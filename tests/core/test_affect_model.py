@@ -1,4 +1,4 @@
-"""AffectModel on real face crops (AFEW-VA) with real contract graphs in ONNX Runtime."""
+"""FrameAffectModel and TemporalAffectModel on real face crops (AFEW-VA) with real contract graphs in ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ros2_affect import assets
 from ros2_affect.backends import create_backend
 from ros2_affect.backends.preprocess import to_model_input
 from ros2_affect.config import ModelConfig
-from ros2_affect.core.affect_model import AffectModel, create_affect_model
+from ros2_affect.core.affect_model import FrameAffectModel, TemporalAffectModel, create_affect_model
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS, CONTEMPT
 from ros2_affect.core.valence_arousal import RUSSELL_MEHRABIAN_1977
 from ros2_affect.errors import AssetMissingError, ModelContractError
@@ -41,7 +41,7 @@ def load(path: Path, role: str, max_batch: int = 8):  # type: ignore[no-untyped-
 
 def test_frame_model_probabilities_and_va(tmp_path: Path, afew_crops: np.ndarray) -> None:
     path = write_graph(tmp_path / "frame.onnx", "frame", model_id="frame_test-1", alignment={"margin": 0.3})
-    model = AffectModel(frame=load(path, "frame"))
+    model = FrameAffectModel(load(path, "frame"))
     assert model.kind == "frame" and model.input_size == 48 and model.channels == 1
     assert model.class_names == CANONICAL_EXPRESSIONS and model.model_id == "frame_test-1"
     assert model.sequence_length == 1 and not model.va_derived and model.alignment == {"margin": 0.3}
@@ -63,7 +63,7 @@ def test_frame_model_probabilities_and_va(tmp_path: Path, afew_crops: np.ndarray
 
 
 def test_derived_va_is_the_expectation_over_the_classes(tmp_path: Path, afew_crops: np.ndarray) -> None:
-    model = AffectModel(frame=load(write_graph(tmp_path / "d.onnx", "frame", va_mode="derived"), "frame"))
+    model = FrameAffectModel(load(write_graph(tmp_path / "d.onnx", "frame", va_mode="derived"), "frame"))
     assert model.va_derived
     coords = np.array([RUSSELL_MEHRABIAN_1977[c] for c in CANONICAL_EXPRESSIONS])
     for estimate in model.predict_frames(afew_crops[:4]):
@@ -76,7 +76,7 @@ def test_regressed_va_is_clipped(tmp_path: Path, afew_crops: np.ndarray) -> None
     path = write_graph(tmp_path / "wide.onnx", "frame", va_tanh=False, seed=3)
     raw = load(path, "frame").run(to_model_input(afew_crops, (0.5,), (0.5,)))["valence_arousal"]
     assert np.abs(raw).max() > 1, "the test graph should produce out-of-range values"
-    estimates = AffectModel(frame=load(path, "frame")).predict_frames(afew_crops)
+    estimates = FrameAffectModel(load(path, "frame")).predict_frames(afew_crops)
     values = np.array([[e.valence, e.arousal] for e in estimates if e is not None])
     assert len(values) == len(afew_crops)
     np.testing.assert_allclose(values, np.clip(raw, -1, 1), atol=1e-6)
@@ -85,7 +85,7 @@ def test_regressed_va_is_clipped(tmp_path: Path, afew_crops: np.ndarray) -> None
 def test_non_finite_output_is_rejected_and_counted(
     tmp_path: Path, afew_crops: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = AffectModel(frame=load(write_graph(tmp_path / "nan.onnx", "frame", nan_when_dark=True), "frame"))
+    model = FrameAffectModel(load(write_graph(tmp_path / "nan.onnx", "frame", nan_when_dark=True), "frame"))
     black = np.zeros_like(afew_crops[:1])
     white = np.full_like(afew_crops[:1], 255)
     with caplog.at_level(logging.WARNING, logger="ros2_affect.core.affect_model"):
@@ -100,8 +100,8 @@ def test_non_finite_output_is_rejected_and_counted(
 
 def test_flip_average_is_the_mean_of_both_views(tmp_path: Path, afew_crops: np.ndarray) -> None:
     path = write_graph(tmp_path / "f.onnx", "frame")
-    plain = AffectModel(frame=load(path, "frame"))
-    flipped = AffectModel(frame=load(path, "frame"), flip_average=True)
+    plain = FrameAffectModel(load(path, "frame"))
+    flipped = FrameAffectModel(load(path, "frame"), flip_average=True)
     crops = afew_crops[:3]
     a = plain.predict_frames(crops)
     b = plain.predict_frames(np.ascontiguousarray(crops[:, :, ::-1]))
@@ -114,8 +114,8 @@ def test_flip_average_is_the_mean_of_both_views(tmp_path: Path, afew_crops: np.n
 
 def test_batches_larger_than_max_batch_are_chunked(tmp_path: Path, afew_crops: np.ndarray) -> None:
     path = write_graph(tmp_path / "f.onnx", "frame")
-    one = AffectModel(frame=load(path, "frame"), max_batch=64).predict_frames(afew_crops)
-    chunked = AffectModel(frame=load(path, "frame"), max_batch=5).predict_frames(afew_crops)
+    one = FrameAffectModel(load(path, "frame"), max_batch=64).predict_frames(afew_crops)
+    chunked = FrameAffectModel(load(path, "frame"), max_batch=5).predict_frames(afew_crops)
     for x, y in zip(one, chunked, strict=True):
         assert x is not None and y is not None
         np.testing.assert_allclose(x.probabilities, y.probabilities, atol=1e-6)
@@ -124,7 +124,7 @@ def test_batches_larger_than_max_batch_are_chunked(tmp_path: Path, afew_crops: n
 def test_temporal_pair(tmp_path: Path, afew_crops: np.ndarray) -> None:
     encoder = load(write_graph(tmp_path / "e.onnx", "encoder", dim=16, model_id="rnn-1"), "encoder")
     sequence = load(write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, model_id="rnn-1"), "sequence")
-    model = AffectModel(encoder=encoder, sequence=sequence)
+    model = TemporalAffectModel(encoder, sequence)
     assert model.kind == "temporal" and model.sequence_length == 4 and model.feature_dim == 16
     assert model.model_id == "rnn-1"
     features = model.encode(afew_crops[:4])
@@ -134,8 +134,41 @@ def test_temporal_pair(tmp_path: Path, afew_crops: np.ndarray) -> None:
     assert [e.frames_used for e in estimates if e is not None] == [4, 3]
     # the head sees the order of the frames
     assert not np.allclose(estimates[0].probabilities, estimates[1].probabilities)
-    with pytest.raises(ModelContractError, match="predict_frames needs a frame model"):
-        model.predict_frames(afew_crops[:1])
+    # a still is a face that stood still for T frames; a clip is T frames of one face
+    stills = model.estimate_stills(afew_crops[:2])
+    assert [e.frames_used for e in stills if e is not None] == [1, 1]
+    replicated = model.predict_sequences(np.repeat(features[:2, None], 4, axis=1), [1, 1])
+    for a, b in zip(stills, replicated, strict=True):
+        assert a is not None and b is not None
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-6)
+    clips = model.estimate_clips(np.stack([afew_crops[:4], afew_crops[[0, 0, 1, 2]]]))
+    for a, b in zip(clips, estimates, strict=True):
+        assert a is not None and b is not None and a.frames_used == 4
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-5)
+
+
+def test_temporal_model_owns_the_track_sequences(tmp_path: Path, afew_crops: np.ndarray) -> None:
+    encoder = load(write_graph(tmp_path / "e.onnx", "encoder", dim=16, model_id="rnn-1"), "encoder")
+    sequence = load(write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, model_id="rnn-1"), "sequence")
+    model = TemporalAffectModel(encoder, sequence, max_tracks=4)
+    assert model.buffers is not None and model.buffers.capacity == 4 and model.buffers.length == 4
+    used = [[e.frames_used for e in model.estimate(["a", "b"], afew_crops[i : i + 2]) if e is not None]
+            for i in range(5)]
+    assert used == [[1, 1], [2, 2], [3, 3], [4, 4], [4, 4]] and model.encoder_runs == 5
+    # track "a" saw crops 0..4; with crop 5 its sequence is crops 2..5, oldest first
+    last = model.estimate(["a"], afew_crops[5:6])[0]
+    direct = model.predict_sequences(model.encode(afew_crops[2:6])[None], [4])[0]
+    assert direct is not None and last is not None
+    np.testing.assert_allclose(last.probabilities, direct.probabilities, rtol=1e-5, atol=1e-7)
+    model.end_tracks(["a"])
+    assert model.buffers.track_ids() == ("b",)
+    assert not model.retune(False, 1, max_tracks=5)  # more tracks than the buffers hold
+    assert model.retune(True, 2, max_tracks=4) and model.buffers.stride == 2 and model.flip_average
+    model.reset()
+    assert len(model.buffers) == 0
+    frame = FrameAffectModel(load(write_graph(tmp_path / "f.onnx", "frame"), "frame"))
+    assert frame.buffers is None and frame.sequence_length == 1
+    assert [e.frames_used for e in frame.estimate(["a", "b"], afew_crops[:2]) if e is not None] == [1, 1]
 
 
 @pytest.mark.parametrize(
@@ -151,14 +184,14 @@ def test_mismatched_encoder_and_sequence(tmp_path: Path, encoder_kwargs: Dict, m
     encoder = load(write_graph(tmp_path / "e.onnx", "encoder", **kwargs), "encoder")
     sequence = load(write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, model_id="rnn-1"), "sequence")
     with pytest.raises(ModelContractError, match=r"do not belong together: " + message):
-        AffectModel(encoder=encoder, sequence=sequence)
+        TemporalAffectModel(encoder, sequence)
 
 
 def test_derived_va_needs_mapped_classes(tmp_path: Path) -> None:
     classes = CANONICAL_EXPRESSIONS + (CONTEMPT,)
     path = write_graph(tmp_path / "c.onnx", "frame", classes=classes, va_mode="derived")
     with pytest.raises(ModelContractError, match=r"va_mode is 'derived' but no valence/arousal coordinates.*contempt"):
-        AffectModel(frame=load(path, "frame"))
+        FrameAffectModel(load(path, "frame"))
 
 
 def test_create_affect_model_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,9 +245,9 @@ def test_temperature_changes_confidence_not_the_argmax(
     tmp_path: Path, afew_crops: np.ndarray, temperature: float
 ) -> None:
     crops = afew_crops[:8]
-    plain = AffectModel(frame=load(write_graph(tmp_path / "plain.onnx", "frame", seed=3), "frame"))
+    plain = FrameAffectModel(load(write_graph(tmp_path / "plain.onnx", "frame", seed=3), "frame"))
     path = write_graph(tmp_path / "t.onnx", "frame", seed=3, props={"temperature": repr(temperature)})
-    scaled = AffectModel(frame=load(path, "frame"))
+    scaled = FrameAffectModel(load(path, "frame"))
     assert plain.temperature == 1.0 and scaled.temperature == temperature
     assert f"calibration temperature {temperature:g}" in scaled.describe()
     raw = load(path, "frame").run(to_model_input(crops, (0.5,), (0.5,)))
@@ -237,7 +270,7 @@ def test_temperature_changes_confidence_not_the_argmax(
 def test_temperature_applies_to_the_sequence_head(tmp_path: Path) -> None:
     sequence = write_graph(tmp_path / "s.onnx", "sequence", length=4, dim=16, props={"temperature": "3.0"})
     encoder = write_graph(tmp_path / "e.onnx", "encoder", dim=16)
-    model_t = AffectModel(encoder=load(encoder, "encoder"), sequence=load(sequence, "sequence"))
+    model_t = TemporalAffectModel(load(encoder, "encoder"), load(sequence, "sequence"))
     feats = np.random.default_rng(0).standard_normal((3, 4, 16)).astype(np.float32)
     raw = load(sequence, "sequence").run(feats)
     for est, logits in zip(model_t.predict_sequences(feats, [4, 4, 4]), raw["logits"], strict=True):

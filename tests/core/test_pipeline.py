@@ -81,8 +81,8 @@ def test_temporal_model_encodes_each_crop_once(model_files: Dict[str, Path], afe
     assert pipeline.model is not None and pipeline.buffers is not None
     assert pipeline.config.sequence.length == T  # from the model's metadata (the parameter file says 8)
     # count the encoder's real ONNX Runtime calls and rows
-    encoder = pipeline.model._encoder
-    assert encoder is not None
+    encoder = pipeline.model.sessions[0]  # the graph that takes the crops
+    assert encoder.metadata.role == "encoder"
     calls: List[int] = []
     real_run = encoder.run
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ros2_affect.backends import create_backend
-from ros2_affect.core.affect_model import AffectModel
+from ros2_affect.core.affect_model import FrameAffectModel
 from ros2_affect.errors import ModelLoadError
 from tests.training.test_export import TINY, _randomise_bn, ckpt_for
 from training import export
@@ -48,7 +48,7 @@ def test_ensemble_is_the_mean_probability_of_its_members(tmp_path: Path) -> None
     # One ONNX frame graph the runtime loads; same mean probabilities there.
     result = export.export_model(ensemble, ckpt, tmp_path / "onnx", name="ens", max_faces=8)
     session = create_backend("onnxruntime").load(result.graphs["frame"], "frame", 8)
-    model = AffectModel(frame=session)
+    model = FrameAffectModel(session)
     crops = (np.random.default_rng(0).random((5, 48, 48, 1)) * 255).astype(np.uint8)
     estimates = model.predict_frames(crops)
     x_rt = torch.from_numpy((crops.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.25).float()

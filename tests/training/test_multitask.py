@@ -185,7 +185,7 @@ def test_tiny_multitask_train_export_calibrate_and_run(
 ) -> None:
     from ros2_affect.backends import create_backend
     from ros2_affect.backends.base import read_onnx_metadata
-    from ros2_affect.core.affect_model import AffectModel
+    from ros2_affect.core.affect_model import FrameAffectModel
     from training import calibrate
     from training.export import export_checkpoint
     from training.train import main
@@ -220,7 +220,7 @@ def test_tiny_multitask_train_export_calibrate_and_run(
     crops = np.stack([photos.load_crop(i) for i in range(4)])
     assert crops.shape == (4, 64, 64, 3)
     backend = create_backend("onnxruntime")
-    model = AffectModel(frame=backend.load(onnx_path, "frame", 8))
+    model = FrameAffectModel(backend.load(onnx_path, "frame", 8))
     raw = backend.load(onnx_path, "frame", 8).run(model.preprocess(crops))
     estimates = model.predict_frames(crops)
     assert not model.va_derived and model.temperature == 1.0
@@ -240,7 +240,7 @@ def test_tiny_multitask_train_export_calibrate_and_run(
     assert onnx_path.read_bytes() == before
     meta = read_onnx_metadata(cal)
     assert float(meta.extra["temperature"]) == pytest.approx(report["temperature"])
-    calibrated = AffectModel(frame=backend.load(cal, "frame", 8))
+    calibrated = FrameAffectModel(backend.load(cal, "frame", 8))
     assert calibrated.temperature == pytest.approx(report["temperature"])
     for a, b in zip(calibrated.predict_frames(crops), estimates, strict=True):
         assert a is not None and b is not None and int(a.probabilities.argmax()) == int(b.probabilities.argmax())
@@ -296,7 +296,7 @@ def test_calibrate_a_temporal_models_sequence_head(
     tmp_path: Path, affectnet_tarball: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from ros2_affect.backends import create_backend
-    from ros2_affect.core.affect_model import AffectModel
+    from ros2_affect.core.affect_model import TemporalAffectModel
     from tests.backends.affect_graphs import write_graph
     from training import calibrate
 
@@ -312,8 +312,8 @@ def test_calibrate_a_temporal_models_sequence_head(
     report = json.loads(capsys.readouterr().out)
     assert report["out"] == str(models / "rnn_sequence_calibrated.onnx") and report["n_fit"] == 14
     backend = create_backend("onnxruntime")
-    model = AffectModel(encoder=backend.load(encoder, "encoder", 8),
-                        sequence=backend.load(models / "rnn_sequence_calibrated.onnx", "sequence", 8))
+    model = TemporalAffectModel(backend.load(encoder, "encoder", 8),
+                                backend.load(models / "rnn_sequence_calibrated.onnx", "sequence", 8))
     assert model.temperature == pytest.approx(report["temperature"])
 
 

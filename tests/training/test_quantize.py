@@ -14,7 +14,7 @@ import pytest
 from ros2_affect.assets import DEFAULT_ENCODER_MODEL, DEFAULT_FRAME_MODEL, DEFAULT_SEQUENCE_MODEL, bundled_model_path
 from ros2_affect.backends import create_backend
 from ros2_affect.backends.base import read_onnx_metadata
-from ros2_affect.core.affect_model import AffectModel
+from ros2_affect.core.affect_model import FrameAffectModel, TemporalAffectModel
 from ros2_affect.errors import ModelContractError
 from training.quantize import calibration_faces, int8_path, main, quantize_model
 
@@ -52,8 +52,8 @@ def test_frame_model_int8_agrees_with_float_and_says_so(tmp_path: Path, faces: D
     # Through the runtime on the held-out faces: same classes almost always, close probabilities.
     backend = create_backend("onnxruntime")
     q_model, f_model = (
-        AffectModel(frame=backend.load(out, "frame", 64)),
-        AffectModel(frame=backend.load(src, "frame", 64)),
+        FrameAffectModel(backend.load(out, "frame", 64)),
+        FrameAffectModel(backend.load(src, "frame", 64)),
     )
     assert q_model.model_id == f_model.model_id + "-int8" and q_model.quantized and not f_model.quantized
     assert q_model.quantization == recorded
@@ -72,9 +72,9 @@ def test_encoder_int8_features_point_the_same_way(tmp_path: Path, faces: Dict[st
     assert report["agreement_kind"] == "mean cosine of features" and report["agreement"] >= 0.99
     # The float sequence head takes the int8 encoder's features.
     backend = create_backend("onnxruntime")
-    model = AffectModel(
-        encoder=backend.load(tmp_path / "enc_int8.onnx", "encoder", 8),
-        sequence=backend.load(bundled_model_path(DEFAULT_SEQUENCE_MODEL), "sequence", 8),
+    model = TemporalAffectModel(
+        backend.load(tmp_path / "enc_int8.onnx", "encoder", 8),
+        backend.load(bundled_model_path(DEFAULT_SEQUENCE_MODEL), "sequence", 8),
     )
     assert model.kind == "temporal" and model.model_id.endswith("-int8")
 

@@ -5,10 +5,18 @@ exporting it, so a training run can be checked in the real pipeline (or an expor
 told apart from a training bug). It is **not** a deployment backend: use onnxruntime or
 tensorrt on a robot.
 
-This is the one place the runtime touches training code: the checkpoint is read with
-``training.checkpoint.load_checkpoint(path) -> (model, ckpt)``, imported lazily inside
-:meth:`TorchBackend.load`, so it only works in a source checkout with torch installed,
-and importing this module needs neither (tests/test_layering.py allows exactly this).
+It lives with the training code because it reads checkpoints with
+``training.checkpoint.load_checkpoint(path) -> (model, ckpt)``; the runtime
+(``ros2_affect``) never imports training (tests/test_layering.py checks it). The runtime
+declares the name ``torch`` in its backend registry, and importing this module provides
+it (``BACKENDS.provide``), so training code that imports it (``training.evaluate`` on a
+``.pt``) can pass ``backend="torch"`` to any runtime call. To run a runtime command on a
+checkpoint::
+
+    python -m training.torch_backend run VIDEO --set model.backend=torch --set model.kind=frame \
+        --set model.frame_model=runs/x/best.pt
+
+(the arguments are those of ``ros2-affect``; this module provides the backend first).
 
 Roles: a frame checkpoint serves the ``frame`` role (``model(image) -> (logits,
 valence_arousal)``); a temporal checkpoint serves ``encoder`` (``model.encoder``) and
@@ -32,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -51,6 +59,7 @@ from ros2_affect.errors import (
     ModelContractError,
     ModelLoadError,
 )
+from training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +166,6 @@ class TorchSession(InferenceSession):
         self._module = None
 
 
-@BACKENDS.register("torch")
 class TorchBackend(InferenceBackend):
     """Runs training checkpoints with eager torch (debugging; see the module docstring)."""
 
@@ -183,20 +191,11 @@ class TorchBackend(InferenceBackend):
             import torch  # noqa: F401
         except ImportError as exc:
             return False, f"torch is not installed ({exc}); the torch backend is for debugging training checkpoints"
-        try:
-            import training.checkpoint  # noqa: F401
-        except ImportError as exc:
-            return False, (f"training.checkpoint is not importable ({exc}); the torch backend reads checkpoints with "
-                           "the training code of a source checkout")
         return True, ""
 
     def _checkpoint(self, path: Path) -> Tuple[Any, Dict[str, Any]]:
         cache_key = (str(path.resolve()), path.stat().st_mtime)
         if cache_key not in self._loaded:
-            try:
-                from training.checkpoint import load_checkpoint
-            except ImportError as exc:
-                raise BackendUnavailableError(f"training.checkpoint is not importable: {exc}") from None
             try:
                 model, ckpt = load_checkpoint(path)
             except AffectError:
@@ -239,3 +238,17 @@ class TorchBackend(InferenceBackend):
         log.info("compiling the %s module with Torch-TensorRT (%s input)", meta.role, INPUT_NAMES[meta.role])
         return torch_tensorrt.compile(module, ir="dynamo", inputs=[spec],
                                       enabled_precisions={torch.float16, torch.float32})
+
+
+BACKENDS.provide("torch", TorchBackend)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``ros2-affect`` with the torch backend provided (see the module docstring)."""
+    from ros2_affect.tools.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (the torch backend needs it)")
-checkpoint = pytest.importorskip("training.checkpoint", reason="training.checkpoint (helper C1) is not available yet")
-models = pytest.importorskip("training.models", reason="training.models (helper C1) is not available yet")
 
 from ros2_affect.backends import BACKENDS, create_backend  # noqa: E402
-from ros2_affect.backends.torch_backend import TorchBackend, metadata_from_checkpoint  # noqa: E402
 from ros2_affect.config import ModelConfig  # noqa: E402
 from ros2_affect.core.affect_model import create_affect_model  # noqa: E402
 from ros2_affect.core.types import CANONICAL_EXPRESSIONS  # noqa: E402
 from ros2_affect.errors import AssetMissingError, ModelContractError, ModelLoadError  # noqa: E402
+from training import checkpoint, models  # noqa: E402
+from training.torch_backend import TorchBackend, metadata_from_checkpoint  # noqa: E402
 
 SMALL = {"backbone": "compact_cnn", "backbone_kwargs": {"widths": [8, 16], "n_convs": 1}}
 
