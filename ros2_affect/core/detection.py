@@ -6,8 +6,10 @@ a list of :class:`~ros2_affect.core.types.FaceDetection` in pixels of the input 
 largest face first. MediaPipe's detector has no cap on the number of faces (its options
 have no ``max_results``); the pipeline applies ``DetectorConfig.max_faces`` itself.
 
-Two models are registered in :data:`DETECTORS`: ``short_range`` (faces within about 2 m,
-about 2-3 ms per 640x480 frame on one CPU core) and ``full_range`` (about 5 m, slower).
+:data:`DETECTORS` has one entry per detector model, the name ``detector.model`` takes,
+with the model asset it loads: ``short_range`` (faces within about 2 m, about 2-3 ms per
+640x480 frame on one CPU core) and ``full_range`` (about 5 m, slower). Both are BlazeFace
+models run by :class:`MediaPipeFaceDetector`; the registry is the one list of their names.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import atexit
 import concurrent.futures.thread  # noqa: F401  (registers its shutdown hook before ours: see _close_all)
 import threading
 import weakref
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -28,14 +30,11 @@ from ros2_affect.core.types import FaceDetection
 from ros2_affect.errors import ModelLoadError
 from ros2_affect.registry import Registry
 
-#: Asset name of each registered detector model.
-_MODEL_ASSETS = {
-    "short_range": "face_detection_short_range",
-    "full_range": "face_detection_full_range",
-}
-
-#: name -> factory ``(DetectorConfig) -> MediaPipeFaceDetector``.
-DETECTORS: Registry[Callable[[DetectorConfig], MediaPipeFaceDetector]] = Registry("face detector")
+#: detector name (``detector.model``) -> the asset name of its model file.
+DETECTORS: Registry[str] = Registry("face detector")
+DETECTORS.register("short_range")("face_detection_short_range")
+DETECTORS.register("full_range")("face_detection_full_range")
+DETECTORS.freeze()
 
 # MediaPipe's FaceDetector closes itself in __del__, which at interpreter exit runs after
 # its ctypes helpers were torn down and prints "Exception ignored ... NoneType not
@@ -77,7 +76,7 @@ class MediaPipeFaceDetector:
         self.config = config
         #: MediaPipe drops detections below this itself: a later config may raise min_score, not lower it.
         self.created_min_score = float(config.min_score)
-        self.model_path = asset_path(_MODEL_ASSETS[config.model])
+        self.model_path = asset_path(DETECTORS.get(config.model))
         # Lazy import: mediapipe is heavy and only this stage needs it.
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -198,23 +197,6 @@ class MediaPipeFaceDetector:
         self.close()
 
 
-def _factory(name: str) -> Callable[[DetectorConfig], MediaPipeFaceDetector]:
-    def create(config: DetectorConfig) -> MediaPipeFaceDetector:
-        if config.model != name:
-            from dataclasses import replace
-
-            config = replace(config, model=name)
-        return MediaPipeFaceDetector(config)
-
-    create.__name__ = f"create_{name}_detector"
-    return create
-
-
-for _name in _MODEL_ASSETS:
-    DETECTORS.register(_name)(_factory(_name))
-DETECTORS.freeze()
-
-
 def create_detector(config: Optional[DetectorConfig] = None) -> MediaPipeFaceDetector:
     """Build the detector named by ``config.model`` (default config: short range).
 
@@ -224,4 +206,5 @@ def create_detector(config: Optional[DetectorConfig] = None) -> MediaPipeFaceDet
         AssetMissingError, ModelLoadError: the model file is missing or unloadable.
     """
     config = config or DetectorConfig()
-    return DETECTORS.get(config.model)(config)
+    DETECTORS.get(config.model)  # an unknown name: the registered ones and the closest match
+    return MediaPipeFaceDetector(config)
