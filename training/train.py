@@ -53,9 +53,8 @@ from training.augment import augment_batch, normalize, to_float_batch
 from training.checkpoint import FORMAT
 from training.config import TrainConfig, dump_config, load_train_config, to_dict
 from training.data.fer2013 import load_fer2013
-from training.label_embeddings import build_adjacency, label_table
 from training.losses import ccc_loss, class_weights_from_counts, weighted_cross_entropy
-from training.models import create_model
+from training.models import build_for_training
 from training.sequences import make_sequences
 
 #: Seed of the fixed validation sequences (temporal models), independent of run.seed.
@@ -93,38 +92,12 @@ def build_model(
     ``graph_table``: the Emotion-GCN label table with real valence/arousal columns
     (:func:`training.multitask.graph_label_table`); the graph is built from it and the
     valence/arousal output is ``regressed``. Without it, VA targets are derived from
-    ``train_labels``."""
-    k = len(CANONICAL_EXPRESSIONS)
-    kwargs: Dict[str, Any] = {"num_classes": k, "in_channels": len(cfg.model.mean)}
+    ``train_labels``. What each model adds to its arguments is its entry in
+    :data:`training.models.MODELS` (:func:`training.models.build_for_training`)."""
+    kwargs: Dict[str, Any] = {"num_classes": len(CANONICAL_EXPRESSIONS), "in_channels": len(cfg.model.mean)}
     kwargs.update(cfg.model.kwargs)
-    va_table = check_mapping(CANONICAL_EXPRESSIONS)
-    adjacency = None
-    if cfg.model.name == "emotion_gcn":
-        kwargs["va_nodes"] = cfg.graph.va_nodes
-        if not cfg.graph.va_nodes:
-            kwargs["va_table"] = va_table.tolist()
-        if graph_table is not None:
-            table = graph_table if cfg.graph.va_nodes else graph_table[:, :k]
-            adjacency = build_adjacency(table, cfg.graph.tau, cfg.graph.p)
-            model = create_model(cfg.model.name, adjacency=adjacency, **kwargs)
-            return model, kwargs, "regressed" if cfg.graph.va_nodes else "derived"
-        labelled = train_labels[train_labels >= 0]
-        va = va_table[labelled] if cfg.graph.va_nodes else None
-        adjacency = build_adjacency(label_table(labelled, k, va), cfg.graph.tau, cfg.graph.p)
-        model = create_model(cfg.model.name, adjacency=adjacency, **kwargs)
-    else:
-        if cfg.model.name == "cnn_rnn":
-            t = kwargs.setdefault("sequence_length", cfg.sequence.length)
-            if t != cfg.sequence.length:
-                raise ConfigError(
-                    f"model.kwargs.sequence_length={t} differs from sequence.length={cfg.sequence.length}; "
-                    "set only sequence.length"
-                )
-        model = create_model(cfg.model.name, **kwargs)
-        if graph_table is not None:
-            # multi-task data: the sequence head's regressor learns the real valence/arousal
-            return model, kwargs, "regressed"
-    return model, kwargs, "derived"
+    model, va_mode = build_for_training(cfg.model.name, cfg, kwargs, train_labels, graph_table)
+    return model, kwargs, va_mode
 
 
 def init_from_checkpoint(model: nn.Module, model_name: str, path: str) -> None:
