@@ -41,6 +41,7 @@ table is read by :func:`ros2_affect.bags.photos.read_affectnet_photos`, whose ru
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -236,7 +237,23 @@ def score(labels: np.ndarray, va_true: np.ndarray, pred: PhotoPredictions, rows:
     # the same over the photos of the seven canonical classes (contempt photos left out), as
     # FER2013-trained models and figures quoted on 7-class subsets are scored
     out["va_7class_photos"] = _va_scores(va_true, pred, rows & (labels >= 0) & (labels < len(CLASSES_7)))
+    if not pred.va_derived:
+        # the baseline a regressor must beat: the runtime's fallback, valence/arousal derived
+        # from this same model's class probabilities (va_mode "derived")
+        out["va_derived_baseline"] = _va_scores(va_true, derived_predictions(pred), rows)
     return out
+
+
+def derived_predictions(pred: PhotoPredictions) -> PhotoPredictions:
+    """``pred`` with valence/arousal derived from its class probabilities, as the runtime
+    derives them for models without a trained regressor."""
+    from ros2_affect.core.valence_arousal import derive_valence_arousal
+
+    va = np.full_like(pred.va, np.nan)
+    found = pred.found
+    if found.any():
+        va[found] = derive_valence_arousal(pred.probabilities[found], pred.class_names)
+    return dataclasses.replace(pred, va=va, va_derived=True)
 
 
 # -- the evaluation ---------------------------------------------------------------------------
@@ -507,4 +524,10 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                 )
         lines.append(line.rstrip(";"))
     lines.append(f"  valence/arousal {'derived from the class probabilities' if report['va_derived'] else 'regressed'}")
+    baseline = report.get("all", {}).get("va_derived_baseline")
+    if baseline and "ccc" in baseline["valence"]:
+        lines.append(
+            f"  derived from the same probabilities instead: valence CCC {baseline['valence']['ccc']:.3f}, "
+            f"arousal CCC {baseline['arousal']['ccc']:.3f}"
+        )
     return lines

@@ -219,3 +219,32 @@ def test_one_part_of_a_split_file(photos: Path, tmp_path: Path) -> None:
         evaluate_photos(FRAME, photos, split_file=split, part="test", limit=10)
     with pytest.raises(ConfigError, match=r"--part 'dev' is not a part of a split file"):
         evaluate_photos(FRAME, photos, split_file=split, part="dev")
+
+
+def test_a_regressing_model_is_scored_beside_its_derived_baseline() -> None:
+    """The baseline of a regressed valence/arousal is the runtime's derived lookup on the same
+    class probabilities; it is scored on the same rows, a missing prediction counting as 0."""
+    from ros2_affect.core.valence_arousal import derive_valence_arousal
+    from training.photo_eval import PhotoPredictions, score
+
+    rng = np.random.default_rng(3)
+    n, k = 40, len(CANONICAL_EXPRESSIONS)
+    logits = rng.normal(0, 2, (n, k))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    probs[5] = np.nan  # no face found
+    va_true = rng.uniform(-1, 1, (n, 2))
+    pred = PhotoPredictions(probs, rng.uniform(-1, 1, (n, 2)), np.ones(n, bool), tuple(CANONICAL_EXPRESSIONS),
+                            False, "m-2.0", "frame")
+    pred.va[5] = np.nan
+    labels = rng.integers(0, k, n)
+    report = score(labels, va_true, pred, np.ones(n, bool))
+    derived = np.zeros((n, 2))
+    ok = np.isfinite(probs).all(1)
+    derived[ok] = derive_valence_arousal(probs[ok], CANONICAL_EXPRESSIONS)
+    for i, dim in enumerate(("valence", "arousal")):
+        x, y = derived[:, i], va_true[:, i]
+        ccc = 2 * np.cov(x, y, bias=True)[0, 1] / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+        assert report["va_derived_baseline"][dim]["ccc"] == pytest.approx(ccc, abs=1e-9)
+        assert report["va_derived_baseline"][dim]["ccc"] != pytest.approx(report[dim]["ccc"])
+    derived_pred = PhotoPredictions(probs, pred.va, pred.readable, pred.class_names, True, "m-1.1", "frame")
+    assert "va_derived_baseline" not in score(labels, va_true, derived_pred, np.ones(n, bool))
