@@ -13,8 +13,9 @@ it (``BACKENDS.provide``), so training code that imports it (``training.evaluate
 ``.pt``) can pass ``backend="torch"`` to any runtime call. To run a runtime command on a
 checkpoint::
 
-    python -m training.torch_backend run VIDEO --set model.backend=torch --set model.kind=frame \
-        --set model.frame_model=runs/x/best.pt
+    python -m training.torch_backend replay BAG --out OUT --set model.backend=torch \
+        --set model.kind=frame --set model.frame_model=runs/x/best.pt
+    python -m training.torch_backend run VIDEO --out OUT --config PARAMS.yaml  # model.backend: torch there
 
 (the arguments are those of ``ros2-affect``; this module provides the backend first).
 

@@ -134,3 +134,21 @@ def test_metadata_from_incomplete_checkpoint() -> None:
     bad = {"class_names": ["a"], "input_size": 48, "channels": 1, "model_name": "m", "mean": [0.5, 0.5], "std": [1]}
     with pytest.raises(ModelContractError, match=r"mean/std have 2/1 values for 1 channels"):
         metadata_from_checkpoint(bad, model, "frame", "x.pt")
+
+
+def test_runtime_commands_run_checkpoints_through_training_torch_backend(frame_ckpt: Path, tmp_path: Path) -> None:
+    """``python -m training.torch_backend ARGS`` is ``ros2-affect ARGS`` with the backend provided."""
+    import json
+
+    from training import torch_backend
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "affect_node:\n  ros__parameters:\n    model:\n"
+        f"      kind: frame\n      backend: torch\n      fallback_backend: none\n      frame_model: {frame_ckpt}\n"
+    )
+    photo = Path(__file__).resolve().parents[2] / "ros2_affect" / "data" / "astronaut.jpg"
+    out = tmp_path / "out"
+    assert torch_backend.main(["run", str(photo), "--out", str(out), "--no-video", "--config", str(params)]) == 0
+    (line,) = (out / "results.jsonl").read_text().splitlines()
+    assert "compact_cnn-frame" in json.dumps(json.loads(line))  # the checkpoint's model id, from the torch backend
