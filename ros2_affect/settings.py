@@ -299,3 +299,23 @@ def check(obj: T, prefix: str = "") -> T:
     if cross_check is not None:
         cross_check()
     return obj
+
+
+def parse_override(item: str) -> Tuple[str, Any]:
+    """One ``--set KEY=VALUE`` argument -> ``(dotted key, value)``, the value read as YAML
+    (``model.kind=none``, ``landmarks.enabled=false``, ``model.mean=[0.5]``).
+
+    The one parser of command-line overrides: ``ros2-affect --set`` and ``training.train --set``.
+
+    Raises:
+        ConfigError: not ``KEY=VALUE``, or a value that is not valid YAML.
+    """
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set model.kind=none)")
+    try:
+        return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: {raw!r} is not a valid value") from None

@@ -23,6 +23,7 @@ import yaml
 
 from ros2_affect.errors import ConfigError, did_you_mean
 from ros2_affect.settings import check, merge, section, setting
+from ros2_affect.settings import parse_override as parse_setting_override
 from training.augment import AugmentConfig
 from training.sequences import SequenceAugmentConfig
 
@@ -175,14 +176,11 @@ def to_dict(cfg: Any) -> Dict[str, Any]:
 
 
 def parse_override(item: str) -> Dict[str, Any]:
-    """``"a.b.c=value"`` -> ``{"a": {"b": {"c": value}}}`` (value parsed as YAML)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
-    parts = key.strip().split(".")
+    """``"a.b.c=value"`` -> ``{"a": {"b": {"c": value}}}`` (the runtime's ``--set`` parser)."""
+    key, value = parse_setting_override(item)
     out: Dict[str, Any] = {}
     node = out
+    parts = key.split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
     node[parts[-1]] = value

@@ -87,27 +87,24 @@ class FrameProcessor:
         pipeline: an :class:`~ros2_affect.core.pipeline.AffectPipeline` (swappable:
             :attr:`pipeline`).
         msg_types: the message classes to build (rclpy's or a rosbags typestore's).
-        on_time_jump: called with ``(previous_ns, stamp_ns)`` when stamps went backwards (a
-            bag looping, a clock reset); the pipeline's tracker has then ended every track
-            (:meth:`~ros2_affect.core.tracking.Tracker.update`, the one place that decides it).
+
+    When stamps go backwards (a bag looping, a clock reset) the pipeline's tracker ends every
+    track and logs why (:meth:`~ros2_affect.core.tracking.Tracker.update`, the one place that
+    decides it); :attr:`time_jumps` counts those frames here.
     """
 
     def __init__(
         self,
         pipeline: Any,
         msg_types: MessageTypes,
-        on_time_jump: Optional[Callable[[int, int], None]] = None,
     ) -> None:
         self.pipeline = pipeline
         self._msg_types = msg_types
-        self._on_time_jump = on_time_jump
-        self._last_stamp_ns: Optional[int] = None
         self._camera: Optional[Tuple[Any, int, int, CameraModel]] = None
         self.time_jumps = 0
 
     def reset(self) -> None:
-        """Forget the tracks and the last stamp (a new pipeline, a new recording)."""
-        self._last_stamp_ns = None
+        """Forget the tracks (a new pipeline, a new recording)."""
         self.pipeline.reset()
 
     def process(
@@ -139,9 +136,6 @@ class FrameProcessor:
         result = self.pipeline.process(Frame(rgb, stamp_ns, frame_id))
         if self.pipeline.tracker.time_jumps != jumps_before:  # the tracker restarted the tracks
             self.time_jumps += 1
-            if self._on_time_jump is not None and self._last_stamp_ns is not None:
-                self._on_time_jump(self._last_stamp_ns, stamp_ns)
-        self._last_stamp_ns = stamp_ns
         camera, problem = self._camera_model(camera_info, int(rgb.shape[1]), int(rgb.shape[0]))
         # the header as it came (bit-exact stamps), unless its stamp was replaced
         header = msg.header if stamp_from_header else header_for(result, self._msg_types)

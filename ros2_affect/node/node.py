@@ -73,7 +73,14 @@ from ros2_affect.node.parameters import (
     pipeline_config_from_parameters,
     validate_changes,
 )
-from ros2_affect.node.runtime import CameraInfoCache, LatestSlot, ProblemLog, problem_key, sibling_topic
+from ros2_affect.node.runtime import (
+    CameraInfoCache,
+    LatestSlot,
+    ProblemLog,
+    RosLogHandler,
+    problem_key,
+    sibling_topic,
+)
 
 NODE_NAME = "affect_node"
 
@@ -134,6 +141,8 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._log_bridge = RosLogHandler(self.get_logger())
+        self._log_bridge.attach()
         self._specs = {spec.name: spec for spec in all_parameter_specs()}
         self._problems = ProblemLog(self.get_logger().warning)
         self._stats = diagnostics.NodeStatistics()
@@ -161,7 +170,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
 
         self._pipeline = create_pipeline(pipeline_config_from_parameters(values))
         self._msg_types = rclpy_message_types()
-        self._processor = FrameProcessor(self._pipeline, self._msg_types, on_time_jump=self._on_time_jump)
+        self._processor = FrameProcessor(self._pipeline, self._msg_types)
         self._faces_pub = self.create_publisher(self._msg_types.FaceAffectArray, "~/faces", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._debug_pub: Optional[Any] = None
@@ -262,10 +271,6 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
                 message = f"processing failed: {type(exc).__name__}: {exc}"
                 self._stats.record_processing_error(message)
                 self._problems.report(problem_key(exc, "process"), message)
-
-    def _on_time_jump(self, previous_ns: int, stamp_ns: int) -> None:
-        # A bag looping or a clock reset: old tracks would match across the jump.
-        self.get_logger().info(f"image stamps went backwards ({previous_ns} -> {stamp_ns} ns); resetting tracks")
 
     def _apply_pending_config(self) -> None:
         with self._pipeline_lock:
@@ -373,6 +378,7 @@ class AffectNode(Node):  # type: ignore[misc]  # rclpy is untyped where mypy run
         pipeline = getattr(self, "_pipeline", None)
         if pipeline is not None:
             pipeline.close()
+        self._log_bridge.detach()
         super().destroy_node()
 
 

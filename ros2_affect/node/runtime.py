@@ -6,11 +6,12 @@ Kept out of :mod:`ros2_affect.node.node` so they are tested without rclpy.
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, Generic, Optional, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, Generic, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -166,3 +167,39 @@ class CameraInfoCache:
                 f"(nearest {gap_ns / 1e9:.3f} s away); the camera must stamp both with the same time"
             )
         return nearest, ""
+
+
+class RosLogHandler(logging.Handler):
+    """Python log records of the ROS-free package (``ros2_affect.*``, e.g. the tracker saying
+    that stamps went backwards) sent to the node's ROS logger, so they reach the console and
+    /rosout once, with the node's name, instead of bypassing ROS logging on stderr.
+
+    ``ros_logger``: anything with ``debug/info/warning/error`` methods (rclpy's RcutilsLogger).
+    """
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self._ros = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self._ros.error(message)
+            elif record.levelno >= logging.WARNING:
+                self._ros.warning(message)
+            else:
+                self._ros.info(message)
+        except Exception:  # a log line must never take the node down
+            self.handleError(record)
+
+    def attach(self, logger_name: str = "ros2_affect") -> None:
+        logger = logging.getLogger(logger_name)
+        logger.addHandler(self)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    def detach(self, logger_name: str = "ros2_affect") -> None:
+        logger = logging.getLogger(logger_name)
+        logger.removeHandler(self)
+        logger.propagate = True

@@ -13,10 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import yaml
-
 from ros2_affect.config import PipelineConfig, flatten, load_pipeline_config, pipeline_config_from_dict
-from ros2_affect.errors import ConfigError
+from ros2_affect.settings import parse_override
 
 CONFIG_HELP = "ROS 2 parameter file (default: the packaged config/affect.yaml)"
 
@@ -65,13 +63,8 @@ def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> Pipelin
         return config
     values = flatten(config)
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set model.kind=none)")
-        try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: {raw!r} is not a valid value") from None
+        key, value = parse_override(item)
+        values[key] = value
     return pipeline_config_from_dict(values)
 
 

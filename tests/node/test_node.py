@@ -119,6 +119,29 @@ def test_starts_says_what_it_listens_to_and_stops_cleanly(workdir: Path, sig: in
 # -- images in, FaceAffectArray out -------------------------------------------------------------
 
 
+def test_a_looping_recording_restarts_tracks_and_says_so_once_in_the_ros_log(
+    start_node: Callable[..., Started], clip_frames: List[np.ndarray]
+) -> None:
+    """Stamps going backwards (a bag played with --loop): the tracker ends every track and its
+    reason reaches the node's ROS logger (one WARN line naming the node), not bare stderr."""
+    node, client = start_node({})
+    faces = _faces_collector(client)
+    publisher = client.publisher(Image, CAMERA)
+    client.wait_for_subscriber(publisher)
+    frames = clip_frames[:12]
+    for index, frame in enumerate(frames + frames[:4]):
+        stamp = _stamp(index % len(frames))  # the second pass starts over at the first stamp
+        publisher.publish(image_msg(frame, "rgb8", stamp, FRAME_ID))
+        faces.wait_for(index + 1, timeout_s=20)
+    results = faces.messages
+    assert [stamp_ns(r.header) for r in results] == [_stamp(i % len(frames)) for i in range(len(frames) + 4)]
+    first = {f.track_id for r in results[: len(frames)] for f in r.faces}
+    second = {f.track_id for r in results[len(frames) :] for f in r.faces}
+    assert second and not (first & second)  # fresh ids after the jump, never matched across it
+    lines = [line for line in node.output().splitlines() if "time went backwards" in line]
+    assert len(lines) == 1 and "[affect_node]" in lines[0] and "WARN" in lines[0], lines
+
+
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "jpeg"])
 def test_one_result_per_image_with_the_source_header_and_a_stable_track(
     start_node: Callable[..., Started], clip_frames: List[np.ndarray], encoding: str
