@@ -17,6 +17,7 @@ from ros2_affect.config import (
 )
 from ros2_affect.errors import ConfigError, UnknownNameError
 from ros2_affect.registry import Registry
+from tests.fresh_python import run_fresh_python
 
 
 def test_packaged_parameter_file_holds_the_documented_defaults() -> None:
@@ -172,8 +173,6 @@ def test_registry_lists_names_and_closest_match_and_is_read_only() -> None:
 
 
 def test_choices_are_the_registries_names_and_importing_the_config_loads_no_registry() -> None:
-    import subprocess
-    import sys
 
     code = (
         "import sys, ros2_affect.config as c\n"
@@ -185,7 +184,6 @@ def test_choices_are_the_registries_names_and_importing_the_config_loads_no_regi
         "assert s['model.backend'].choices == BACKENDS.names()\n"
         "assert s['model.fallback_backend'].choices == BACKENDS.names() + ('none',)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    run_fresh_python(code)
     with pytest.raises(ConfigError, match=r"detector.model = 'short-range' is not accepted; .*'short_range'"):
         pipeline_config_from_dict({"detector.model": "short-range"})

@@ -8,12 +8,12 @@ the pipeline in a fresh interpreter must not load those modules).
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator, Tuple
 
 import pytest
+
+from tests.fresh_python import run_fresh_python
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ros2_affect"
 
@@ -80,13 +80,12 @@ def test_torch_backend_is_declared_by_the_runtime_and_provided_by_training() -> 
         "import training.torch_backend\n"
         "print('provided:', BACKENDS.get('torch').__module__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    stdout = run_fresh_python(code, timeout_s=300)
     assert "refused: inference backend 'torch' cannot run here: the torch backend runs training checkpoints" in (
-        result.stdout
+        stdout
     )
-    assert "python -m training.torch_backend run" in result.stdout
-    assert "provided: training.torch_backend" in result.stdout
+    assert "python -m training.torch_backend run" in stdout
+    assert "provided: training.torch_backend" in stdout
 
 
 def test_importing_the_pipeline_loads_no_ros_or_torch() -> None:
@@ -95,11 +94,8 @@ def test_importing_the_pipeline_loads_no_ros_or_torch() -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'torch', 'training', 'cv_bridge'))\n"
         "print(','.join(bad))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    if result.returncode != 0 and "No module named 'ros2_affect.core.pipeline'" in result.stderr:
-        pytest.fail("ros2_affect.core.pipeline is missing")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "", f"importing the core loaded: {result.stdout.strip()}"
+    loaded = run_fresh_python(code).strip()
+    assert loaded == "", f"importing the core loaded: {loaded}"
 
 
 # The project's own layers, lowest first: a module may import its own layer and those below,
