@@ -198,6 +198,8 @@ def test_tiny_multitask_train_export_calibrate_and_run(
         "optim.epochs=1", "optim.batch_size=16", "optim.steps_per_epoch=2", "data.affectnet_ratio=0.5",
         "model.kwargs.backbone_kwargs.widths=[8,16]", "model.kwargs.backbone_kwargs.n_convs=1",
         "model.kwargs.gcn_hidden=16",
+        # the colour variant the config documents (the shipped 2.0 model is 48 px grey)
+        "data.input_size=64", "model.mean=[0.5,0.5,0.5]", "model.std=[0.25,0.25,0.25]",
     ]
     argv = ["--config", str(CONFIG)]
     for s in sets:
@@ -350,7 +352,7 @@ def test_tiny_temporal_model_on_multitask_data_regresses_valence_arousal(
     log = list(csv.DictReader((tmp_path / "runs" / "temporal" / "log.csv").open()))
     assert len(log) == 1 and np.isfinite(float(log[0]["aff_val_ccc_v"])) and "val_score" in log[0]
     ckpt = torch.load(tmp_path / "runs" / "temporal" / "best.pt", weights_only=False)
-    assert ckpt["va_mode"] == "regressed" and ckpt["channels"] == 3 and ckpt["input_size"] == 64
+    assert ckpt["va_mode"] == "regressed" and ckpt["channels"] == 1 and ckpt["input_size"] == 48
     result = export_checkpoint(tmp_path / "runs" / "temporal" / "best.pt", tmp_path / "models", name="t", version="0")
     meta = read_onnx_metadata(result.graphs["sequence"])
     assert meta.va_mode == "regressed" and meta.sequence_length == 4
