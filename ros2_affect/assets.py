@@ -122,9 +122,9 @@ def asset_path(name: str, verify: bool = False) -> Path:
 MODELS_DIR = PACKAGE_DIR / "models"
 
 #: File names of the default models shipped in ``ros2_affect/models``.
-DEFAULT_FRAME_MODEL = "emotion_gcn_fer2013.onnx"
-DEFAULT_ENCODER_MODEL = "cnn_rnn_fer2013_encoder.onnx"
-DEFAULT_SEQUENCE_MODEL = "cnn_rnn_fer2013_sequence.onnx"
+DEFAULT_FRAME_MODEL = "emotion_gcn_affectnet_fer2013.onnx"
+DEFAULT_ENCODER_MODEL = "cnn_rnn_affectnet_fer2013_encoder.onnx"
+DEFAULT_SEQUENCE_MODEL = "cnn_rnn_affectnet_fer2013_sequence.onnx"
 
 
 def bundled_model_path(filename: str) -> Path:

@@ -284,6 +284,9 @@ def write_calibrated(model: Union[str, Path], out: Union[str, Path], temperature
     try:
         onnx.save(graph, tmp)
         read_onnx_metadata(tmp)  # the runtime's own check of the new file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shipped model from other users
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

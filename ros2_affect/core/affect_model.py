@@ -462,7 +462,13 @@ class TemporalAffectModel(AffectModel):
 
 def _model_path(configured: str, default_name: str, int8: bool = False) -> Path:
     if configured:
-        return Path(configured).expanduser()
+        path = Path(configured).expanduser()
+        if path.name == configured and not path.exists():
+            try:  # a bare file name of a model shipped in the package (e.g. the 1.1 models)
+                return bundled_model_path(configured)
+            except AssetMissingError:
+                pass
+        return path
     if int8:
         stem, _, suffix = default_name.rpartition(".")
         try:

@@ -206,11 +206,15 @@ def test_create_affect_model_from_config(tmp_path: Path, monkeypatch: pytest.Mon
     assert temporal is not None and temporal.kind == "temporal"
     # empty paths mean the bundled models; without them the message says how to run without a model
     monkeypatch.setattr(assets, "MODELS_DIR", tmp_path / "no_models")
-    missing = r"bundled model 'emotion_gcn_fer2013.onnx' is missing.*model.kind: none"
+    missing = rf"bundled model '{assets.DEFAULT_FRAME_MODEL}' is missing.*model.kind: none"
     with pytest.raises(AssetMissingError, match=missing):
         create_affect_model(ModelConfig(kind="frame"))
-    with pytest.raises(AssetMissingError, match=r"cnn_rnn_fer2013_encoder.onnx.*--model-kind none"):
+    with pytest.raises(AssetMissingError, match=rf"{assets.DEFAULT_ENCODER_MODEL}.*--model-kind none"):
         create_affect_model(ModelConfig(kind="temporal"))
+
+
+def int8_name(name: str) -> str:
+    return name.replace(".onnx", "_int8.onnx")
 
 
 def test_bundled_int8_graphs_run_by_default_on_the_cpu() -> None:
@@ -218,14 +222,14 @@ def test_bundled_int8_graphs_run_by_default_on_the_cpu() -> None:
 
     model = create_affect_model(ModelConfig(kind="frame"))
     assert model is not None and model.model_id.endswith("-int8")
-    assert [p.name for p in model.paths] == ["emotion_gcn_fer2013_int8.onnx"]
+    assert [p.name for p in model.paths] == [int8_name(assets.DEFAULT_FRAME_MODEL)]
     temporal = create_affect_model(ModelConfig(kind="temporal"))
     assert temporal is not None and [p.name for p in temporal.paths] == [
-        "cnn_rnn_fer2013_encoder_int8.onnx",
-        "cnn_rnn_fer2013_sequence.onnx",
+        int8_name(assets.DEFAULT_ENCODER_MODEL),
+        assets.DEFAULT_SEQUENCE_MODEL,
     ]
     float_model = create_affect_model(ModelConfig(kind="frame", precision="fp32"))
-    assert float_model is not None and [p.name for p in float_model.paths] == ["emotion_gcn_fer2013.onnx"]
+    assert float_model is not None and [p.name for p in float_model.paths] == [assets.DEFAULT_FRAME_MODEL]
     assert ModelConfig().engine_precision == "fp16" and ModelConfig(precision="int8").engine_precision == "int8"
     # Each bundled int8 graph was quantised from the float graph shipped beside it (not a stale one).
     for model_ in (model, temporal):
@@ -285,3 +289,19 @@ def test_invalid_temperature_is_refused_at_load(tmp_path: Path, value: str) -> N
     path = write_graph(tmp_path / "bad.onnx", "frame", props={"temperature": value})
     with pytest.raises(ModelLoadError, match=rf"temperature = '{value}' \(expected a finite number > 0"):
         load(path, "frame")
+
+
+def test_a_bare_file_name_selects_a_model_shipped_in_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model.frame_model: emotion_gcn_fer2013.onnx`` picks the bundled 1.1 graph; a file of
+    that name in the working folder wins; an unknown bare name stays a path (and fails as one)."""
+    monkeypatch.chdir(tmp_path)
+    old = create_affect_model(ModelConfig(kind="frame", frame_model="emotion_gcn_fer2013.onnx"))
+    assert old is not None and old.model_id == "emotion_gcn_fer2013-1.1" and old.va_derived
+    assert [p.parent for p in old.paths] == [assets.MODELS_DIR]
+    local = write_graph(tmp_path / "emotion_gcn_fer2013.onnx", "frame")
+    mine = create_affect_model(ModelConfig(kind="frame", frame_model="emotion_gcn_fer2013.onnx"))
+    assert mine is not None and [p.resolve() for p in mine.paths] == [local.resolve()]
+    with pytest.raises(AssetMissingError, match="model file no_such_model.onnx does not exist"):
+        create_affect_model(ModelConfig(kind="frame", frame_model="no_such_model.onnx"))

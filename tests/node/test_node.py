@@ -29,6 +29,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from affect_msgs.msg import FaceAffectArray  # noqa: E402
+from ros2_affect.assets import DEFAULT_ENCODER_MODEL  # noqa: E402
 from tests.node.harness import (  # noqa: E402
     NodeProcess,
     RosClient,
@@ -95,7 +96,7 @@ def _assert_affect(face: Any) -> None:
     assert face.expression == face.class_names[int(np.argmax(probabilities))]
     assert math.isfinite(face.valence) and math.isfinite(face.arousal)
     assert -1.0 <= face.valence <= 1.0 and -1.0 <= face.arousal <= 1.0
-    assert face.va_derived  # the shipped models derive valence/arousal from the classes
+    assert not face.va_derived  # the shipped models 2.0 regress valence/arousal
 
 
 # -- start and stop -----------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def test_starts_says_what_it_listens_to_and_stops_cleanly(workdir: Path, sig: in
     with NodeProcess(workdir, domain, remaps=[("image", CAMERA)]) as node:
         started = node.wait_for_output(r"listening on (\S+) \(Image\); publishing (\S+); model (\S+ model \S+)")
         assert started.group(1) == CAMERA and started.group(2) == FACES
-        assert "cnn_rnn_fer2013" in started.group(3)
+        assert DEFAULT_ENCODER_MODEL.replace("_encoder.onnx", "") in started.group(3)
         with RosClient(domain) as client:  # a real participant sees its topics
             wait_until(lambda: FACES in dict(client.node.get_topic_names_and_types()), 30, f"{FACES} in the graph")
             topics = dict(client.node.get_topic_names_and_types())

@@ -136,7 +136,7 @@ def test_missing_input_and_missing_bundled_model(
     monkeypatch.setattr(assets, "MODELS_DIR", tmp_path / "no_models")
     assert main(["run", "sample", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
-    assert "bundled model 'cnn_rnn_fer2013_encoder.onnx' is missing" in err and "--model-kind none" in err
+    assert f"bundled model '{assets.DEFAULT_ENCODER_MODEL}' is missing" in err and "--model-kind none" in err
 
 
 def test_unreadable_images_are_skipped(tmp_path: Path, afew_clip_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

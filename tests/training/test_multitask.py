@@ -242,6 +242,7 @@ def test_tiny_multitask_train_export_calibrate_and_run(
     assert onnx_path.read_bytes() == before
     meta = read_onnx_metadata(cal)
     assert float(meta.extra["temperature"]) == pytest.approx(report["temperature"])
+    assert cal.stat().st_mode & 0o044 == onnx_path.stat().st_mode & 0o044  # readable as the export is
     calibrated = FrameAffectModel(backend.load(cal, "frame", 8))
     assert calibrated.temperature == pytest.approx(report["temperature"])
     for a, b in zip(calibrated.predict_frames(crops), estimates, strict=True):
